@@ -1,0 +1,129 @@
+"""The contracts every part of kdlab speaks: Batch, Outputs, Teacher, Method, DataInfo.
+
+Flow of one step::
+
+    Batch ─► Teacher ─► Outputs (frozen, no graph) ┐
+      └────► Student ─► Outputs (with graph) ──────┴─► Method(s) ─► {name: weighted loss} ─► sum
+
+Text and language models only change ``Batch.inputs`` (a dict of tensors) and the logits' shape
+(``[B, L, V]`` with ``Outputs.mask``); the contracts stay the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+Inputs = Tensor | dict[str, Tensor]
+
+
+def _to(x: Inputs, device: torch.device | str) -> Inputs:
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+@dataclass
+class Batch:
+    """One mini-batch.
+
+    inputs:  ``[B, C, H, W]`` images, ``[B, D]`` vectors, or a dict (``input_ids``, ``attention_mask``…).
+    targets: ``[B]`` class ids, or None for unlabeled data.
+    index:   ``[B]`` sample ids in the dataset split, so a cached teacher can answer.
+    view:    ``[B]`` augmentation view ids; ``(index, view)`` identifies exactly what the model saw.
+    """
+
+    inputs: Inputs
+    targets: Tensor | None = None
+    index: Tensor | None = None
+    view: Tensor | None = None
+
+    def __len__(self) -> int:
+        x = self.inputs
+        return int(next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return replace(
+            self,
+            inputs=_to(self.inputs, device),
+            targets=None if self.targets is None else self.targets.to(device),
+            index=None if self.index is None else self.index.to(device),
+            view=None if self.view is None else self.view.to(device),
+        )
+
+
+@dataclass
+class Outputs:
+    """What every model returns.
+
+    logits:   ``[B, C]`` (or ``[B, L, V]`` for token models, with ``mask`` ``[B, L]``).
+    features: named intermediate tensors, e.g. ``stem`` ``[B, C0, H, W]``, ``layer1..layerN``
+              ``[B, Ci, Hi, Wi]``, ``layerN_preact`` (before the last ReLU of that stage, for
+              methods such as OFD/AB), ``pooled`` ``[B, D]`` (the penultimate embedding).
+    """
+
+    logits: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+    mask: Tensor | None = None
+
+    def detach(self) -> "Outputs":
+        return Outputs(
+            self.logits.detach(),
+            {k: v.detach() for k, v in self.features.items()},
+            None if self.mask is None else self.mask.detach(),
+        )
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method or model may need to know about the data before training."""
+
+    num_classes: int
+    num_train: int
+    input_shape: tuple[int, ...]
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Anything that maps a Batch to Outputs without ever being trained.
+
+    Implementations: a frozen module, an ensemble, a cache reader, an ONNX session, a file of
+    per-sample outputs. The student side never knows which one it has.
+    """
+
+    def __call__(self, batch: Batch) -> Outputs: ...
+
+
+class Method(nn.Module):
+    """A distillation method: ``forward(student, teacher, batch) -> {name: weighted loss}``.
+
+    Subclasses set ``needs`` (``"logits"`` and/or feature names, or ``"features:*"`` for
+    "all stage features") so the engine can refuse an impossible pairing before training.
+    Connectors are built in :meth:`prepare` from real output shapes; they are submodules, so
+    they train with the student and are saved in its checkpoint.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    family: ClassVar[str] = "response"
+
+    def prepare(self, student: Outputs, teacher: Outputs | None, info: DataInfo) -> None:
+        """Called once with sample outputs before the optimiser exists. Raise IncompatibleError
+        here (naming the shapes) when the pair cannot work. Default: check needs."""
+        from kdlab.errors import IncompatibleError
+
+        if teacher is None and self.needs:
+            raise IncompatibleError(f"{type(self).__name__} needs a teacher")
+        for need in self.needs:
+            if need == "logits":
+                continue
+            for side, out in (("student", student), ("teacher", teacher)):
+                if need not in out.features:  # type: ignore[union-attr]
+                    raise IncompatibleError(
+                        f"{type(self).__name__} needs feature {need!r} but the {side} only has "
+                        f"{sorted(out.features)}"  # type: ignore[union-attr]
+                    )
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError

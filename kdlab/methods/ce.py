@@ -1,0 +1,30 @@
+"""Supervised cross-entropy on hard labels (not a distillation method; the objective's base term)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdlab.core import Batch, Method, Outputs, DataInfo
+from kdlab.methods import register_method
+
+
+@register_method("ce")
+class CE(Method):
+    """Cross-entropy on labels (the supervised term; skipped for unlabeled batches)."""
+
+    needs = frozenset()
+    family = "supervised"
+
+    def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.weight, self.label_smoothing = weight, label_smoothing
+
+    def prepare(self, student: Outputs, teacher: Outputs | None, info: DataInfo) -> None:
+        pass
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        if batch.targets is None:
+            return {}
+        logits = student.logits.flatten(0, -2) if student.logits.dim() > 2 else student.logits
+        loss = F.cross_entropy(logits, batch.targets.flatten(), label_smoothing=self.label_smoothing, ignore_index=-100)
+        return {"ce": self.weight * loss}

@@ -1,0 +1,38 @@
+"""Model registry. Every registered factory has the signature
+
+    factory(num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module
+
+and the module's ``forward(x)`` returns :class:`kdlab.core.Outputs` (logits + named features).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from kdlab.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+register_model = MODELS.register
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs: Any) -> nn.Module:
+    model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    model.kdlab_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
+                        "image_size": image_size, **kwargs}
+    return model
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+# Import the families so their decorators run.
+from kdlab.models import mlp, cnn  # noqa: E402,F401
+
+for _mod in ("resnet", "wrn", "vgg", "mobilenetv2", "shufflenetv2"):
+    try:
+        __import__(f"kdlab.models.{_mod}")
+    except ModuleNotFoundError as e:  # family not present in this build
+        if e.name != f"kdlab.models.{_mod}":
+            raise
