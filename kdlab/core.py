@@ -125,5 +125,10 @@ class Method(nn.Module):
                         f"{sorted(out.features)}"  # type: ignore[union-attr]
                     )
 
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        """Called by the engine at the start of every epoch (0-based). Methods with warm-up or
+        curriculum schedules (DKD, CTKD) read it; others ignore it."""
+        self.epoch, self.epochs = epoch, epochs
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError

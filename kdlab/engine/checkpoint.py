@@ -1,0 +1,105 @@
+"""Atomic, checksummed checkpoints. Weights in safetensors, metadata in JSON, training state
+(optimiser, RNG) in a ``torch.save`` file that is only ever read with ``weights_only=True``.
+
+A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``; the JSON records the
+SHA-256 of the weights file, so a truncated or corrupted file is detected on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kdlab.errors import CheckpointError
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """``write(tmp_path)`` then fsync and rename over ``path``: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+def save_weights(stem: str | Path, module: nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``stem.safetensors`` and ``stem.json`` (meta + checksum). Weights first, so a JSON
+    always describes a complete weights file."""
+    stem = Path(stem)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    weights = stem.with_suffix(".safetensors")
+    atomic_write(weights, lambda p: save_file(tensors, p))
+    meta = {**meta, "sha256": sha256_file(weights)}
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, default=str))
+
+
+def load_meta(stem: str | Path) -> dict[str, Any]:
+    stem = Path(str(stem).removesuffix(".safetensors").removesuffix(".json"))
+    meta_path = stem.with_suffix(".json")
+    if not meta_path.is_file():
+        raise CheckpointError(f"checkpoint metadata {meta_path} not found")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint metadata {meta_path} is not valid JSON: {e}") from None
+
+
+def load_weights(stem: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state dict, meta); refuses a file whose checksum does not match its JSON."""
+    stem = Path(str(stem).removesuffix(".safetensors").removesuffix(".json"))
+    weights = stem.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} not found")
+    meta = load_meta(stem)
+    if verify and meta.get("sha256") and sha256_file(weights) != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {weights} is corrupt or truncated (checksum mismatch)")
+    try:
+        return load_file(str(weights)), meta
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"cannot read {weights}: {e}") from None
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Training state (optimiser, scheduler, RNG). ``weights_only=True``: never runs pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"training state {path} not found") from None
+    except Exception as e:
+        raise CheckpointError(f"refusing to load {path}: {str(e).splitlines()[0]}") from None

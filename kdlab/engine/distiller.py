@@ -1,0 +1,60 @@
+"""The trainable module: student + the objective's methods (with their connectors).
+
+This is what the optimiser, DDP and the checkpoint see. The teacher is held outside the module
+tree, so it is never trained, never wrapped by DDP and never saved with the student.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kdlab.core import Batch, DataInfo, Method, Outputs, Teacher
+from kdlab.errors import IncompatibleError
+from kdlab.models.contract import as_outputs
+
+
+class Distiller(nn.Module):
+    """``forward(batch) -> (student Outputs, {term: weighted loss})``.
+
+    Offline KD: a student, a teacher and ``[ce, kd]``. Train a model alone: no teacher, ``[ce]``.
+    Schemes build other trainables with the same ``forward`` contract (e.g. a cohort of peers).
+    """
+
+    def __init__(self, student: nn.Module, teacher: Teacher | None, methods: Sequence[Method]) -> None:
+        super().__init__()
+        self.student = student
+        self.methods = nn.ModuleList(methods)
+        self._teacher = [teacher]  # a list hides it from nn.Module registration
+
+    @property
+    def teacher(self) -> Teacher | None:
+        return self._teacher[0]
+
+    @torch.no_grad()
+    def prepare(self, batch: Batch, info: DataInfo) -> None:
+        """Run one sample batch through both sides so methods build connectors and check the pair."""
+        was = self.student.training
+        self.student.eval()
+        s = as_outputs(self.student(batch.inputs))
+        self.student.train(was)
+        t = self.teacher(batch) if self.teacher is not None else None
+        if t is not None and t.logits.shape[-1] != s.logits.shape[-1]:
+            raise IncompatibleError(
+                f"teacher predicts {t.logits.shape[-1]} classes but the student {s.logits.shape[-1]}")
+        for m in self.methods:
+            m.prepare(s, t, info)
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        for m in self.methods:
+            m.set_progress(epoch, epochs)
+
+    def forward(self, batch: Batch) -> tuple[Outputs, dict[str, Tensor]]:
+        s = as_outputs(self.student(batch.inputs))
+        t = self.teacher(batch) if self.teacher is not None else None
+        terms: dict[str, Tensor] = {}
+        for m in self.methods:
+            for k, v in m(s, t, batch).items():
+                terms[k] = terms[k] + v if k in terms else v
+        return s, terms

@@ -1,0 +1,191 @@
+"""The one training loop. Schemes arrange teachers and students and call :func:`fit`.
+
+A *trainable* is an nn.Module with ``forward(batch) -> (Outputs, {term: weighted loss})`` and a
+``student`` attribute (what is evaluated and deployed), e.g. :class:`kdlab.engine.distiller.Distiller`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdlab.core import Batch
+from kdlab.data import DataSplits, Loader
+from kdlab.engine import checkpoint as ckpt
+from kdlab.errors import NonFiniteLossError
+from kdlab.evaluate.metrics import evaluate_model
+
+
+@dataclass
+class Schedule:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw | adam
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"  # cosine | step | constant
+    milestones: list[int] = field(default_factory=list)  # epochs, for "step"
+    gamma: float = 0.1
+    grad_clip: float | None = None
+    eval_batch_size: int = 512
+
+
+@dataclass
+class FitResult:
+    student: nn.Module
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    run_dir: Path | None
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: list[nn.Parameter], s: Schedule) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"unknown optimizer {s.optimizer!r} (sgd, adamw, adam)")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, s: Schedule) -> torch.optim.lr_scheduler.LRScheduler:
+    if s.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s.epochs))
+    if s.lr_schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=s.milestones, gamma=s.gamma)
+    if s.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+    raise ValueError(f"unknown lr_schedule {s.lr_schedule!r} (cosine, step, constant)")
+
+
+def train_step(trainable: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
+               grad_clip: float | None = None, step: int = 0) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimisation step: forward, sum the weighted terms, backward, step.
+
+    Returns the terms as floats and the student's logits (for running accuracy).
+    """
+    out, terms = trainable(batch)
+    loss = sum(terms.values())
+    if not torch.isfinite(loss):
+        bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "loss")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: term {bad!r} = {float(terms.get(bad, loss))}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip)
+    optimizer.step()
+    logged = {k: float(v.detach()) for k, v in terms.items()}
+    logged["loss"] = float(loss.detach())
+    return logged, out.logits.detach()
+
+
+def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int = 0,
+        run_dir: str | Path | None = None, meta: dict[str, Any] | None = None, resume: bool = False,
+        progress: bool = True, loader: Loader | None = None, rank: int = 0, world_size: int = 1,
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``trainable`` on ``data.train``; evaluate ``trainable.student`` on ``data.val`` each
+    epoch; write metrics, best/last checkpoints and a resumable state into ``run_dir``."""
+    seed_everything(seed)
+    run = Path(run_dir) if run_dir is not None else None
+    writer = rank == 0 and run is not None
+    if loader is None:
+        loader = Loader(data.train, schedule.batch_size, shuffle=True, seed=seed, augment=data.augment,
+                        drop_last=len(data.train) > schedule.batch_size, rank=rank, world_size=world_size)
+    first = next(iter(loader))
+    if hasattr(trainable, "prepare"):
+        trainable.prepare(first, data.info)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    opt = make_optimizer(params, schedule)
+    sched = make_scheduler(opt, schedule)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_acc": -1.0}
+    start_epoch, step = 0, 0
+    if resume and run is not None and (run / "state.pt").is_file():
+        state = ckpt.load_state(run / "state.pt")
+        trainable.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()][:start_epoch]
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, schedule.epochs):
+        loader.set_epoch(epoch)
+        if hasattr(trainable, "set_progress"):
+            trainable.set_progress(epoch, schedule.epochs)
+        trainable.train()
+        sums: dict[str, float] = {}
+        correct = seen = count = 0
+        te = time.perf_counter()
+        bar = _bar(loader, epoch, schedule.epochs, progress and rank == 0)
+        for batch in bar:
+            logged, logits = train_step(trainable, batch, opt, schedule.grad_clip, step)
+            step += 1
+            n = len(batch)
+            count += n
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            if batch.targets is not None and logits.dim() == 2:
+                correct += int((logits.argmax(1) == batch.targets).sum())
+                seen += n
+            if hasattr(bar, "set_postfix") and step % 10 == 0:
+                bar.set_postfix(loss=f"{logged['loss']:.3f}", acc=f"{correct / max(seen, 1):.3f}")
+        sched.step()
+        rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
+                               "epoch_seconds": round(time.perf_counter() - te, 3)}
+        rec.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+        if seen:
+            rec["train_acc"] = correct / seen
+        rec.update({f"val_{k}": v for k, v in evaluate_model(trainable.student, data.val, schedule.eval_batch_size).items()
+                    if k in ("acc", "nll", "ece", "f1")})
+        history.append(rec)
+        is_best = rec["val_acc"] > best["val_acc"]
+        if is_best:
+            best = {"epoch": epoch + 1, "val_acc": rec["val_acc"]}
+        if writer:
+            _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, rec)
+    return FitResult(trainable.student, history, best, run, time.perf_counter() - t0)
+
+
+def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
+    if not show:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: int, best: dict,
+                 rec: dict, is_best: bool, meta: dict) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    m = {**meta, "epoch": epoch + 1, "val_acc": rec["val_acc"]}
+    ckpt.save_weights(run / "last", trainable.student, m)
+    if is_best:
+        ckpt.save_weights(run / "best", trainable.student, m)
+    lines = ""
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        lines = "".join(l + "\n" for l in path.read_text().splitlines()[:epoch] if l.strip())
+    ckpt.atomic_write_text(path, lines + json.dumps(rec) + "\n")
+    # the resumable state goes last: if we die before this, resume replays this epoch
+    ckpt.save_state(run / "state.pt", {"model": trainable.state_dict(), "optimizer": opt.state_dict(),
+                                       "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                                       "epoch": epoch, "step": step, "best": best})

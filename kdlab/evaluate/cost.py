@@ -1,0 +1,55 @@
+"""Model cost: parameters, FLOPs (counted by PyTorch's FlopCounterMode), CPU latency, size on disk."""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from kdlab.models.contract import as_outputs
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on a single sample (multiply-add = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(1, *input_shape))
+    model.train(was)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 20,
+               warmup: int = 3, max_seconds: float = 5.0) -> float:
+    """Median wall time of one forward pass at ``batch_size`` (eval mode, no autograd)."""
+    was = model.training
+    model.eval()
+    x = torch.randn(batch_size, *input_shape)
+    for _ in range(warmup):
+        as_outputs(model(x))
+    times: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() < deadline):
+        t = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t) * 1000)
+    model.train(was)
+    return statistics.median(times)
+
+
+def size_on_disk_bytes(model: nn.Module) -> int:
+    """Bytes of the safetensors file holding the model's state dict."""
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
