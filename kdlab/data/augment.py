@@ -22,7 +22,7 @@ class Augment:
 
 def _hash(seed: int, index: Tensor, view: Tensor, salt: int) -> Tensor:
     """Deterministic pseudo-random int64 per sample (splitmix-style mixing, kept below 2^61)."""
-    h = (index.long() * 0x9E3779B1 + view.long() * 0x85EBCA77 + (seed * 0xC2B2AE3D + salt * 0x27D4EB2F)) % _M
+    h = (index.long() * 0x9E3779B1 + view.long() * 0x85EBCA77 + (seed * 0xC2B2AE3D + salt * 0x27D4EB2F) % _M) % _M
     for mult in (0xBF58476D, 0x94D049BB):
         h = (h ^ (h >> 31)) * mult % _M
     return h ^ (h >> 29)
