@@ -33,9 +33,12 @@ def _features(x: Outputs | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     return x.features if isinstance(x, Outputs) else x
 
 
-def stage_keys(outputs: Outputs | Mapping[str, Tensor]) -> list[str]:
-    """The ``layer{i}`` keys present (not ``_preact``, ``stem`` or ``pooled``), shallow to deep."""
-    keys = [k for k in _features(outputs) if _STAGE.match(k)]
+def stage_keys(outputs: Outputs | Mapping[str, Tensor], suffix: str = "") -> list[str]:
+    """The ``layer{i}`` names (not ``stem`` or ``pooled``), shallow to deep, for which
+    ``layer{i}{suffix}`` is present (``suffix="_preact"``: stages with a pre-ReLU feature)."""
+    feats = _features(outputs)
+    keys = [k[: len(k) - len(suffix)] for k in feats if k.endswith(suffix)]
+    keys = [k for k in keys if _STAGE.match(k)]
     return sorted(keys, key=lambda k: int(_STAGE.match(k).group(1)))  # type: ignore[union-attr]
 
 
@@ -53,17 +56,17 @@ def resolve_pairs(method: str, student: Outputs, teacher: Outputs,
                   layers: Sequence[str] | None, suffix: str = "") -> list[tuple[str, str]]:
     """``[(student_key, teacher_key), ...]`` to compare, shallow to deep.
 
-    ``layers=None``: every stage both sides share, aligned from the deepest (a 3-stage student
-    and a 4-stage teacher pair ``layer1..3`` with the teacher's ``layer2..4``). Otherwise each
+    ``layers=None``: every stage both sides have (with ``suffix``), aligned from the deepest (a
+    3-stage student and a 4-stage teacher pair ``layer1..3`` with the teacher's ``layer2..4``). Otherwise each
     entry is ``"layer2"`` (same name on both sides) or ``"layer2:layer3"`` (student:teacher).
     ``suffix`` (e.g. ``"_preact"``) is appended to every key; missing keys raise IncompatibleError.
     """
     if layers is None:
-        s_keys, t_keys = stage_keys(student), stage_keys(teacher)
+        s_keys, t_keys = stage_keys(student, suffix), stage_keys(teacher, suffix)
         k = min(len(s_keys), len(t_keys))
         if k == 0:
             raise IncompatibleError(
-                f"{method} needs stage features 'layer1'..'layerN' on both sides; the student has "
+                f"{method} needs stage features 'layer1{suffix}'..'layerN{suffix}' on both sides; the student has "
                 f"{sorted(student.features)} and the teacher {sorted(teacher.features)}")
         pairs = list(zip(s_keys[len(s_keys) - k:], t_keys[len(t_keys) - k:]))
     else:

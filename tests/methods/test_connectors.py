@@ -44,6 +44,8 @@ def test_resolve_pairs_suffix_and_missing_feature_message():
     s = outs(layer1=(2, 4, 8, 8), layer1_preact=(2, 4, 8, 8))
     t = outs(layer1=(2, 4, 8, 8))
     with pytest.raises(IncompatibleError, match=r"Meth needs feature 'layer1_preact' but the teacher"):
+        resolve_pairs("Meth", s, t, ["layer1"], suffix="_preact")
+    with pytest.raises(IncompatibleError, match=r"Meth needs stage features 'layer1_preact'"):
         resolve_pairs("Meth", s, t, None, suffix="_preact")
     with pytest.raises(IncompatibleError, match="stage features"):
         resolve_pairs("Meth", outs(pooled=(2, 4)), t, None)
@@ -99,3 +101,11 @@ def test_connector_for_channels_and_spatial_mismatch():
     assert isinstance(connector_for("X", "k", same, same.clone(), identity_if_same=True), nn.Identity)
     with pytest.raises(IncompatibleError, match=r"X .*'layer1'.*\(4, 10\).*\(3, 9, 8, 8\)"):
         connector_for("X", "layer1", v, t)
+
+
+def test_stage_keys_and_pairs_with_suffix():
+    s = outs(layer1=(2, 4, 8, 8), layer2=(2, 4, 4, 4), layer2_preact=(2, 4, 4, 4), layer3_preact=(2, 4, 2, 2))
+    assert stage_keys(s, "_preact") == ["layer2", "layer3"]
+    t = outs(layer1_preact=(2, 4, 8, 8), layer2_preact=(2, 4, 4, 4))
+    assert resolve_pairs("X", s, t, None, suffix="_preact") == [("layer2_preact", "layer1_preact"),
+                                                                 ("layer3_preact", "layer2_preact")]
