@@ -49,11 +49,12 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def find_dir(root: str | None) -> Path:
-    candidates = [root] if root else []
-    env = os.environ.get("KDLAB_DATA")
-    if env:
-        candidates += [env, os.path.join(env, "fashion-mnist")]
-    candidates.append(DEBIAN_DIR)
+    if root:  # an explicit directory is never silently swapped for another location
+        candidates = [root, os.path.join(root, "fashion-mnist")]
+    else:
+        env = os.environ.get("KDLAB_DATA")
+        candidates = [env, os.path.join(env, "fashion-mnist")] if env else []
+        candidates.append(DEBIAN_DIR)
     for c in candidates:
         if c and all(_file(Path(c), f) for f in FILES.values()):
             return Path(c)

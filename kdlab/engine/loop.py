@@ -46,6 +46,7 @@ class FitResult:
     best: dict[str, Any]
     run_dir: Path | None
     seconds: float
+    best_state: dict[str, torch.Tensor] | None = None  # student weights at the best val epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -115,6 +116,7 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
     sched = make_scheduler(opt, schedule)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_acc": -1.0}
+    best_state: dict[str, torch.Tensor] | None = None
     start_epoch, step = 0, 0
     if resume and run is not None and (run / "state.pt").is_file():
         state = ckpt.load_state(run / "state.pt")
@@ -158,11 +160,14 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
         is_best = rec["val_acc"] > best["val_acc"]
         if is_best:
             best = {"epoch": epoch + 1, "val_acc": rec["val_acc"]}
+            best_state = {k: v.detach().clone() for k, v in trainable.student.state_dict().items()}
         if writer:
             _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {})
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
-    return FitResult(trainable.student, history, best, run, time.perf_counter() - t0)
+    if best_state is None and run is not None and (run / "best.safetensors").is_file():  # resumed after the best epoch
+        best_state = ckpt.load_weights(run / "best")[0]
+    return FitResult(trainable.student, history, best, run, time.perf_counter() - t0, best_state)
 
 
 def _bar(loader: Loader, epoch: int, epochs: int, show: bool):

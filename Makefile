@@ -1,0 +1,39 @@
+# Quick start:  make demo   (set up, then distill a Fashion-MNIST teacher and print the comparison)
+#               make test   (set up, then run the test suite)
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test teacher clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Debian ships Fashion-MNIST as IDX files; elsewhere point KDLAB_DATA at a directory holding them.
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -n "$$KDLAB_DATA" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) && \
+	  echo "installed Fashion-MNIST into $(FMNIST_DIR)"; \
+	else echo "Fashion-MNIST not found: apt-get install dataset-fashion-mnist, or export KDLAB_DATA=/dir/with/idx/files"; fi
+
+demo: setup data
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/kdlab demo
+
+test: setup data
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+
+# Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).
+teacher: setup data
+	$(BIN)/kdlab train configs/fmnist_teacher.yaml
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,3 @@
+from kdlab.cli.main import main
+
+main()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from kdlab.cli.main import app
+
+
+@app.command()
+def compare(teacher: str = typer.Option(..., help="teacher checkpoint"),
+            student: List[str] = typer.Option(..., help="NAME=CHECKPOINT, repeatable (e.g. alone=runs/a/best)"),
+            data: Optional[str] = typer.Option(None, help="dataset (default: the teacher's)"),
+            root: Optional[str] = typer.Option(None),
+            seed: int = typer.Option(0, help="split seed"),
+            out: Optional[str] = typer.Option(None, help="also write compare.md/json here")) -> None:
+    """Table of teacher vs students: top-1, macro P/R/F1, params, MFLOPs, CPU latency at batch 1
+    and 256, size on disk, speed-up over the teacher.
+
+    Example:  kdlab compare --teacher runs/t/best --student alone=runs/a/best --student kd=runs/kd/best
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from kdlab.api import load_model
+    from kdlab.data import load_data
+    from kdlab.errors import ConfigError
+    from kdlab.evaluate.compare import compare as measure, print_table, save_table
+
+    t_model, t_meta = load_model(teacher)
+    d = load_data(data or t_meta["data"], root=root, seed=seed)
+    models = {"teacher": (t_model, t_meta)}
+    for item in student:
+        if "=" not in item:
+            raise ConfigError(f"--student {item!r} must be NAME=CHECKPOINT")
+        name, path = item.split("=", 1)
+        models[name] = load_model(path)
+    rows = []
+    # each model is evaluated with the normalisation it was trained with
+    for name, (m, meta) in models.items():
+        dd = d
+        if "mean" in meta and len(d.input_shape) == 3:
+            dd = replace(d, test=replace(d.test, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"])))
+        rows += measure({name: m}, dd)
+    ref = rows[0].latency_b256_ms
+    for r in rows:
+        r.speedup = ref / r.latency_b256_ms
+    print_table(rows, f"{d.name} test set ({len(d.test)} samples)")
+    if out:
+        save_table(rows, out)
