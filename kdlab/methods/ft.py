@@ -88,7 +88,7 @@ class FT(Method):
     def __init__(self, weight: float = 500.0, rate: float = 0.5, p: int = 1, layer: str | None = None,
                  rec_weight: float = 1.0) -> None:
         super().__init__()
-        if not 0 < rate:
+        if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         if p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {p}")
@@ -121,8 +121,8 @@ class FT(Method):
             raise RuntimeError("FT.prepare() must run before forward()")
         assert teacher is not None
         s_key, t_key = self.pair
-        t = teacher.features[t_key].detach()
-        factor_t, rec = self.paraphraser(t.float() if not t.is_floating_point() else t)
+        t = teacher.features[t_key].detach().to(self.paraphraser.encoder[0].weight.dtype)
+        factor_t, rec = self.paraphraser(t)
         factor_s = self.translator(student.features[s_key])
         return {"ft": self.weight * ft_loss(factor_s, factor_t.detach(), self.p),
                 "ft_rec": self.rec_weight * reconstruction_loss(rec, t)}
