@@ -38,7 +38,23 @@ class TeacherConfig(_Strict):
 
     checkpoint: str | None = None
     model: ModelConfig | None = None  # with ``weights``: a registered model + a safetensors file
-    weights: str | None = None
+    weights: str | None = None  # safetensors state dict for ``model`` or ``factory``
+    factory: str | None = None  # "package.module:function" returning an nn.Module (called with ``options``)
+    options: dict[str, Any] = {}  # keyword arguments for ``factory``
+    features: dict[str, str] = {}  # ``factory``: feature name -> submodule path, e.g. {pooled: avgpool}
+    torchscript: str | None = None  # a TorchScript file; loading it runs the program inside: only files you trust
+    onnx: str | None = None  # an ONNX file run by ONNX Runtime: a black-box teacher (logits only)
+    hf: str | None = None  # a local Hugging Face transformers model directory (safetensors weights)
+    mean: list[float] | None = None  # the per-channel input normalisation the teacher expects (on [0, 1]
+    std: list[float] | None = None  # pixels); the student's inputs are re-normalised to it
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment tracking (``pip install 'kdlab[track]'``)."""
+
+    tensorboard: bool = False  # event files in <run>/tensorboard
+    mlflow: str | None = None  # tracking URI (sqlite:///mlflow.db), or a path to an SQLite file
+    experiment: str = "kdlab"  # MLflow experiment name
 
 
 class MethodConfig(BaseModel):
@@ -72,6 +88,8 @@ class RunConfig(_Strict):
     seed: int = 0
     out: str | None = None  # run directory; default runs/<command>-<data>-<student>-<seed>
     threads: int | None = Field(None, ge=1)
+    tracking: TrackingConfig = TrackingConfig()
+    report: bool = True  # write <run>/report.html (plots) at the end of the run
 
     @field_validator("methods")
     @classmethod
