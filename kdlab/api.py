@@ -57,7 +57,8 @@ def get_data(data: str | DataSplits, **kwargs: Any) -> DataSplits:
 
 def data_from_config(cfg: RunConfig) -> DataSplits:
     d = cfg.data
-    return load_data(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed, subset=d.subset,
+    seed = cfg.seed if d.split_seed is None else d.split_seed
+    return load_data(d.name, root=d.root, val_fraction=d.val_fraction, seed=seed, subset=d.subset,
                      augment=d.augment, **d.options)
 
 
@@ -127,6 +128,10 @@ def teacher_from_config(cfg: RunConfig, data: DataSplits) -> Teacher | None:
     t = cfg.teacher
     if t is None:
         return None
+    from kdlab.teachers.external import is_external, teacher_from_source
+
+    if is_external(t):  # factory + safetensors, TorchScript, ONNX, Hugging Face directory
+        return teacher_from_source(t, data)
     if t.checkpoint:
         return _as_teacher(t.checkpoint, data)
     if t.model is not None:
@@ -138,7 +143,8 @@ def teacher_from_config(cfg: RunConfig, data: DataSplits) -> Teacher | None:
                 raise ConfigError(f"teacher.weights: file {t.weights} not found")
             model.load_state_dict(load_file(t.weights))
         return FrozenTeacher(model)
-    raise ConfigError("teacher: give teacher.checkpoint, or teacher.model (+ teacher.weights)")
+    raise ConfigError("teacher: give teacher.checkpoint, teacher.model (+ weights), teacher.factory (+ weights), "
+                      "teacher.torchscript, teacher.onnx or teacher.hf")
 
 
 def methods_from_config(cfg: RunConfig) -> list[Method]:
@@ -165,6 +171,11 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     torch.manual_seed(cfg.seed)
     student = student if student is not None else build_model(cfg.student.name, data, **cfg.student.options)
     teacher = teacher if teacher is not None else teacher_from_config(cfg, data)
+    loader = None
+    if cfg.cache:  # the teacher's outputs come from a cache (built, reused or rebuilt as needed)
+        from kdlab.teachers.cached import cache_for_run
+
+        teacher, loader = cache_for_run(cfg, data, teacher)
     methods = methods_from_config(cfg)
     needs_teacher = [type(m).__name__ for m in methods if m.needs and teacher is None]
     if needs_teacher:
@@ -177,7 +188,7 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     meta = {**model_meta(student, data), "command": command, "seed": cfg.seed}
     trainable = Distiller(student, teacher, methods)
     r: FitResult = fit(trainable, data, schedule_from_config(cfg.train), seed=cfg.seed, run_dir=run_dir,
-                       meta=meta, resume=resume, progress=progress)
+                       meta=meta, resume=resume, progress=progress, loader=loader)
     if r.best_state is not None:  # report test metrics of the best-on-validation weights
         student.load_state_dict(r.best_state)
     test = evaluate(student, data)
