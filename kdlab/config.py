@@ -25,6 +25,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     subset: int | None = Field(None, gt=0)
     augment: bool | None = None  # None: the dataset's default
+    split_seed: int | None = None  # seed of the train/val split (and subset); None: the run's seed
     options: dict[str, Any] = {}
 
 
@@ -90,6 +91,13 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     tracking: TrackingConfig = TrackingConfig()
     report: bool = True  # write <run>/report.html (plots) at the end of the run
+    # teacher-output cache (kdlab cache build): reused when it matches, rebuilt when stale
+    cache: str | None = None  # cache directory
+    # layout of a new cache; None: whatever an existing cache holds (new: full float32 logits)
+    cache_views: int | None = Field(None, ge=1)  # augmented views per sample; required with augmentation
+    cache_topk: int | None = Field(None, ge=1)  # store top-k log-probabilities instead of full logits
+    cache_dtype: Literal["float32", "float16"] | None = None
+    cache_features: list[str] = []  # teacher features to cache too (e.g. pooled), for feature methods
 
     @field_validator("methods")
     @classmethod

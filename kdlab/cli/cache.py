@@ -1,0 +1,85 @@
+"""``kdlab cache build`` / ``kdlab cache info``: teacher-output caches (see kdlab.teachers.cached)."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from kdlab.cli.common import EXTRA, build_config
+from kdlab.cli.main import app
+
+cache_app = typer.Typer(no_args_is_help=True, help="Build and inspect teacher-output caches.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build", context_settings=EXTRA)
+def build(ctx: typer.Context,
+          config: Optional[str] = typer.Argument(None, help="YAML config (optional; its teacher, data and cache_* keys)"),
+          teacher: Optional[str] = typer.Option(None, help="teacher checkpoint (a run's best/last)"),
+          data: Optional[str] = typer.Option(None, help="dataset name"),
+          out: Optional[str] = typer.Option(None, help="cache directory (default: the config's cache, else runs/cache-<data>)"),
+          views: Optional[int] = typer.Option(None, help="augmented views per sample (required with augmentation)"),
+          topk: Optional[int] = typer.Option(None, help="store top-k log-probabilities instead of full logits"),
+          dtype: Optional[str] = typer.Option(None, help="float32 (default) or float16"),
+          features: Optional[str] = typer.Option(None, help="teacher features to store too, comma-separated (e.g. pooled)"),
+          batch_size: int = typer.Option(512, help="teacher batch size"),
+          accelerate: str = typer.Option("auto", help="teacher pass: auto | eager | onnx | fold_bn (checked against eager)"),
+          force: bool = typer.Option(False, help="rebuild even if a matching cache exists")) -> None:
+    """Run the teacher once over every (sample, view) of the training split and store its outputs.
+
+    `kdlab distill ... cache=DIR` then reads them instead of running the teacher (same keys).
+
+    Examples:
+
+      kdlab cache build --teacher runs/t/best --data fashion-mnist --out runs/cache-fm --dtype float16
+
+      kdlab cache build configs/fmnist_kd.yaml cache=runs/cache-fm cache_topk=10
+    """
+    from kdlab.api import data_from_config, teacher_from_config
+    from kdlab.errors import ConfigError
+    from kdlab.teachers.cached import AUGMENT_NEEDS_VIEWS, build_cache, describe, ensure_cache
+
+    flags = {"teacher.checkpoint": teacher, "data.name": data, "cache": out, "cache_views": views,
+             "cache_topk": topk, "cache_dtype": dtype,
+             "cache_features": None if features is None else [f.strip() for f in features.split(",") if f.strip()]}
+    cfg = build_config(config, ctx.args, flags)
+    d = data_from_config(cfg)
+    t = teacher_from_config(cfg, d)
+    if t is None:
+        raise ConfigError("cache build needs a teacher: --teacher PATH (or teacher.* in the config)")
+    if d.augment is not None and not cfg.cache_views:
+        raise ConfigError(AUGMENT_NEEDS_VIEWS.replace("cache_views=N", "--views N (cache_views=N)"))
+    path = cfg.cache or f"runs/cache-{d.name}"
+    nviews = cfg.cache_views if d.augment is not None else 1
+    kw = dict(views=nviews, k=cfg.cache_topk, dtype=cfg.cache_dtype or "float32", features=cfg.cache_features,
+              batch_size=batch_size, accelerate=accelerate)
+    if force:
+        build_cache(t, d, path, **kw)  # type: ignore[arg-type]
+    else:
+        ct = ensure_cache(path, t, d, exact=True, **kw)  # type: ignore[arg-type]
+        ct.close()
+        if not ct.built:
+            typer.echo(f"teacher cache {path} is up to date (checksums verified)")
+    from kdlab.store import read_manifest
+
+    for k, v in describe(read_manifest(path)):
+        typer.echo(f"{k:18s} {v}")
+    typer.echo(f"use it with: kdlab distill ... cache={path}" + (f" cache_views={nviews}" if d.augment is not None else ""))
+
+
+@cache_app.command("info")
+def info(path: str = typer.Argument(..., help="cache directory"),
+         verify: bool = typer.Option(True, "--verify/--no-verify", help="check every file's SHA-256"),
+         as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")) -> None:
+    """Describe a cache (what teacher, data and layout it holds) and check its checksums."""
+    from kdlab.store import read_manifest, verify_store
+    from kdlab.teachers.cached import describe
+
+    manifest = verify_store(path) if verify else read_manifest(path)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    for k, v in describe(manifest):
+        typer.echo(f"{k:18s} {v}")
+    typer.echo(f"{'checksums':18s} " + (f"ok ({len(manifest['arrays'])} files)" if verify else "not checked"))

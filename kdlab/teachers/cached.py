@@ -1,0 +1,439 @@
+"""A teacher read from a precomputed store, and the code that fills the store.
+
+The teacher's cost is paid once per cache, then every run that reads the cache (the methods and
+seeds of a sweep, trials of a search) trains at the cost of plain training::
+
+    build_cache(FrozenTeacher(t), data, "runs/cache", views=4)      # teacher runs once per (index, view)
+    teacher = CachedTeacher("runs/cache")
+    loader = cache_loader(data, teacher, batch_size=128, seed=run_seed)
+    fit(Distiller(student, teacher, methods), data, schedule, loader=loader)
+
+**Augmentation.** Outputs are stored per ``(sample index, augmentation view)``. The cache is built
+with the same :class:`~kdlab.data.Loader` code path the student trains with (``gather`` then
+``augment(x, index, view, seed)``), and :func:`cache_loader` makes the student's loader cycle
+through exactly the cached views (``view = epoch % views``) with the cache's augmentation seed, so
+the student's input for ``(index, view)`` is bit-identical to the teacher's. Shuffling still
+follows the run's seed, so runs with different seeds share one cache.
+
+**Top-k.** A top-k store keeps, per row, the k largest log-probabilities ``log p_i`` (the logits
+minus their log-sum-exp), their class ids, and the log of the remaining mass ``log(1 − Σ_topk p_i)``
+(computed in fp32 from all logits at build time). :func:`topk_logits` rebuilds ``[B, C]`` logits:
+the top-k classes get their log-probabilities and every other class gets
+``log((1 − Σ_topk p_i) / (C − k))``, the remaining mass spread uniformly. At T = 1 the softmax of
+the rebuilt logits gives the top-k probabilities exactly and the right total tail mass; at T > 1 a
+uniform tail is slightly heavier than the true one (the mean of ``p_j^{1/T}`` is at most
+``(mean p_j)^{1/T}``). The rebuilt values are log-probabilities, i.e. logits up to a per-row
+constant, which no softmax-based loss can see.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdlab.core import Batch, Outputs, Teacher
+from kdlab.data import DataSplits, Loader, Split
+from kdlab.errors import CheckpointError, ConfigError
+from kdlab.store.format import MANIFEST, ArraySpec, Store, StoreWriter, read_manifest
+
+DTYPES = ("float32", "float16")
+AUGMENT_NEEDS_VIEWS = (
+    "cache: data augmentation is on, but a cache holds the teacher's outputs for the inputs it was built "
+    "from; with fresh random crops every epoch the student would be matched to soft labels of inputs it "
+    "never sees. Set cache_views=N to cache N augmented views per sample (epoch e trains on view e % N, "
+    "exactly the input the teacher saw), or turn augmentation off (data.augment=false).")
+# manifest keys that must agree for a cache to serve a run (the augmentation seed need not: the
+# student's loader takes the cache's seed)
+
+
+# ---------------------------------------------------------------- identity of a teacher and of data
+
+def _hash_value(h: "hashlib._Hash", v: Any) -> None:
+    if isinstance(v, Tensor):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(repr(v).encode())
+
+
+def teacher_fingerprint(teacher: Teacher | nn.Module) -> str:
+    """SHA-256 of the teacher's weights: its architecture spec and every parameter and buffer (a
+    module, or a wrapper with ``.module``), or the bytes of its file (a wrapper with ``.path``,
+    e.g. an ONNX teacher). Other teachers must provide ``fingerprint()``."""
+    fp = getattr(teacher, "fingerprint", None)
+    if callable(fp):
+        return str(fp())
+    module = teacher if isinstance(teacher, nn.Module) else getattr(teacher, "module", None)
+    h = hashlib.sha256()
+    path = getattr(teacher, "path", None)
+    if isinstance(module, nn.Module):
+        h.update(type(module).__qualname__.encode())
+        h.update(json.dumps(getattr(module, "kdlab_spec", None), sort_keys=True, default=str).encode())
+        for name, v in module.state_dict().items():
+            h.update(name.encode())
+            _hash_value(h, v)
+    elif isinstance(path, (str, Path)) and Path(path).is_file():
+        h.update(type(teacher).__qualname__.encode())
+        h.update(sha256_file(Path(path)).encode())
+    else:
+        raise ConfigError(f"cannot fingerprint a teacher of type {type(teacher).__name__} for a cache: give it a "
+                          f"fingerprint() method, or pass teacher_hash=")
+    return h.hexdigest()
+
+
+def transform_fingerprint(teacher: Teacher) -> str | None:
+    """SHA-256 of the values captured by the teacher's ``input_transform`` (e.g. a re-normalisation
+    to the teacher's own statistics); None without one. A transform without a closure is
+    identified by its ``repr``: give such objects a ``__repr__`` that describes them, or the cache
+    is rebuilt every time (never reused by mistake)."""
+    tf = getattr(teacher, "input_transform", None)
+    if tf is None:
+        return None
+    h = hashlib.sha256()
+    h.update(getattr(tf, "__qualname__", type(tf).__qualname__).encode())
+    cells = getattr(tf, "__closure__", None)
+    if cells:
+        for c in cells:
+            _hash_value(h, c.cell_contents)
+    else:
+        h.update(repr(tf).encode())
+    return h.hexdigest()
+
+
+def identity(teacher: Teacher | None, data: DataSplits, teacher_hash: str | None = None) -> dict[str, Any]:
+    """The manifest fields that say whose outputs on which inputs a cache holds. With no teacher
+    (and no ``teacher_hash``) the teacher fields are None and are not checked."""
+    aug, s = data.augment, data.train
+    th = teacher_hash or (None if teacher is None else teacher_fingerprint(teacher))
+    return {"teacher": th, "teacher_transform": None if teacher is None else transform_fingerprint(teacher),
+            "data": data.fingerprint(), "dataset": data.name,
+            "augment": None if aug is None else {"pad": aug.pad, "flip": aug.flip},
+            "transform": {"mean": [round(float(v), 6) for v in s.mean.reshape(-1)],
+                          "std": [round(float(v), 6) for v in s.std.reshape(-1)], "scale": s.scale}}
+
+
+def mismatches(manifest: dict[str, Any], ident: dict[str, Any], *, views: int | None = None, k: int | None = None,
+               dtype: str | None = None, features: Sequence[str] = (), exact: bool = False) -> list[str]:
+    """Why a cache does not serve a run, in words (empty when it does).
+
+    ``ident`` (from :func:`identity`) must match; the layout arguments are checked only when
+    given (None accepts what the cache holds), and the cache must hold at least ``features``.
+    ``exact``: the layout must be exactly the one given (``k=None``: full logits; the same features).
+    """
+    out = []
+    if ident["teacher"] is not None:
+        if manifest.get("teacher") != ident["teacher"]:
+            out.append("teacher weights changed")
+        elif manifest.get("teacher_transform") != ident["teacher_transform"]:
+            out.append("the teacher's input transform changed")
+    if manifest.get("data") != ident["data"]:
+        out.append("training data changed (the train/val split follows the run's seed unless data.split_seed is "
+                   "set: set it to share one cache across seeds)")
+    if manifest.get("augment") != ident["augment"]:
+        out.append(f"augmentation changed ({manifest.get('augment')} → {ident['augment']})")
+    if manifest.get("transform") != ident["transform"]:
+        out.append("input normalisation changed")
+    if views is not None and manifest.get("views") != views:
+        out.append(f"views {manifest.get('views')} → {views}")
+    if (k is not None or exact) and manifest.get("k") != k:
+        out.append(f"top-k {manifest.get('k') or 'none (full logits)'} → {k}")
+    if dtype is not None and manifest.get("dtype") != dtype:
+        out.append(f"dtype {manifest.get('dtype')} → {dtype}")
+    have = set(manifest.get("features") or [])
+    missing = sorted(set(features) - have)
+    if missing:
+        out.append(f"features {missing} not stored")
+    elif exact and have != set(features):
+        out.append(f"features {sorted(have)} → {sorted(features)}")
+    return out
+
+
+# ---------------------------------------------------------------- top-k
+
+def topk_encode(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``[B, C]`` logits → (top-k log-probabilities ``[B, k]``, class ids ``[B, k]``,
+    log of the remaining probability mass ``[B, 1]``), all computed in fp32."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    values, idx = logp.topk(k, dim=1)
+    C = logits.shape[1]
+    if k >= C:
+        tail = torch.full_like(values[:, :1], float("-inf"))
+    else:
+        rest = logp.scatter(1, idx, float("-inf"))
+        tail = torch.logsumexp(rest, dim=1, keepdim=True)
+    return values, idx, tail
+
+
+def topk_logits(values: Tensor, indices: Tensor, tail: Tensor, num_classes: int) -> Tensor:
+    """Rebuild ``[B, C]`` logits from top-k log-probabilities: the other ``C − k`` classes share the
+    remaining mass ``exp(tail)`` uniformly (see the module docstring)."""
+    values = values.float()
+    B, k = values.shape
+    if k >= num_classes:
+        out = torch.empty(B, num_classes, dtype=values.dtype, device=values.device)
+    else:
+        fill = tail.float().reshape(B, 1) - float(np.log(num_classes - k))
+        # fp16-stored values can overshoot a vanishing tail; never let the tail beat the k-th class
+        fill = torch.minimum(fill, values.min(1, keepdim=True).values)
+        out = fill.expand(B, num_classes).clone()
+    return out.scatter_(1, indices.long(), values)
+
+
+# ---------------------------------------------------------------- reading
+
+class CachedTeacher:
+    """A Teacher that reads its outputs by ``(batch.index, batch.view)`` from a store.
+
+    path:  a cache directory written by :func:`build_cache` (``kdlab cache build``).
+    verify: check the files' SHA-256 against the manifest on open (CheckpointError if corrupt).
+    max_resident: bytes of the store's mapped pages the process may keep resident before they are
+                  dropped (the page cache keeps them); ``None`` never drops.
+    """
+
+    def __init__(self, path: str | Path | Store, *, verify: bool = True, max_resident: int | None = 256 << 20,
+                 built: bool = False) -> None:
+        self.built = built  # whether it was (re)built just now by ensure_cache
+        self.store = path if isinstance(path, Store) else Store(path, verify=verify, max_resident=max_resident)
+        m = self.store.manifest
+        self.manifest = m
+        self.path = self.store.path
+        self.kind, self.k = m["kind"], m.get("k")
+        self.num_classes = int(m["num_classes"])
+        self.features = list(m.get("features") or [])
+        self.views = self.store.views
+        self.seed = int(m.get("seed", 0))
+
+    def __repr__(self) -> str:
+        return (f"CachedTeacher({str(self.path)!r}, {self.store.num_samples} samples x {self.views} views, "
+                f"{self.kind}{'' if self.k is None else f' k={self.k}'}, {self.manifest['dtype']})")
+
+    def fingerprint(self) -> str:
+        return str(self.manifest["teacher"])
+
+    def __call__(self, batch: Batch) -> Outputs:
+        if batch.index is None:
+            raise CheckpointError("a cached teacher needs Batch.index (the sample ids) to find its outputs")
+        index = batch.index.detach().cpu().numpy()
+        view = np.zeros_like(index) if batch.view is None else batch.view.detach().cpu().numpy()
+        arr = self.store.read(index, view)
+        x = batch.inputs
+        device = next(iter(x.values())).device if isinstance(x, dict) else x.device
+        if self.kind == "logits":
+            logits = torch.from_numpy(arr["logits"]).float()
+        else:
+            logits = topk_logits(torch.from_numpy(arr["topk_values"]), torch.from_numpy(arr["topk_indices"]),
+                                 torch.from_numpy(arr["topk_tail"]), self.num_classes)
+        feats = {n: torch.from_numpy(arr[f"feat.{n}"]).float().to(device) for n in self.features}
+        return Outputs(logits.to(device), feats)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class CachedViewLoader(Loader):
+    """The student's loader over a cache built with augmentation: view = ``epoch % views`` and the
+    augmentation parameters come from ``(view_seed, index, view)``, exactly as when the cache was
+    built; the shuffling order follows ``seed`` (the run's seed)."""
+
+    def __init__(self, split: Split, batch_size: int, *, views: int, view_seed: int, seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(split, batch_size, seed=view_seed, **kwargs)
+        self.views = views
+        self.order_seed = seed
+
+    def _order(self) -> Tensor:
+        # Loader uses self.seed for both order and augmentation; order by the run's seed here
+        view_seed, self.seed = self.seed, self.order_seed
+        try:
+            return super()._order()
+        finally:
+            self.seed = view_seed
+
+
+def cache_loader(data: DataSplits, teacher: CachedTeacher, batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> Loader:
+    """The training loader that presents the student exactly the inputs the cached teacher saw
+    (the same arguments ``fit`` uses for its default loader otherwise)."""
+    kw = dict(shuffle=True, augment=data.augment, drop_last=len(data.train) > batch_size, rank=rank,
+              world_size=world_size)
+    if data.augment is None:
+        return Loader(data.train, batch_size, seed=seed, **kw)  # view is always 0
+    return CachedViewLoader(data.train, batch_size, views=teacher.views, view_seed=teacher.seed, seed=seed, **kw)
+
+
+# ---------------------------------------------------------------- building
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_cache(teacher: Teacher, data: DataSplits, out: str | Path, *, views: int | None = None, k: int | None = None,
+                dtype: str = "float32", features: Sequence[str] = (), batch_size: int = 512, seed: int = 0,
+                teacher_hash: str | None = None, accelerate: str = "auto",
+                log: Callable[[str], None] | None = _stderr) -> Path:
+    """Run ``teacher`` once over every ``(index, view)`` of ``data.train`` and store its outputs.
+
+    views:   augmented views per sample; required when ``data`` has augmentation (the student then
+             trains on view ``epoch % views``), 1 without.
+    k:       store top-k log-probabilities instead of full logits (see the module docstring).
+    dtype:   ``float32`` or ``float16`` for logits / values / features.
+    features: teacher feature names to store as well (e.g. ``pooled``, ``layer3``).
+    accelerate: ``auto`` | ``eager`` | ``onnx`` | ``fold_bn``: how to run a module teacher; any
+             accelerated pass is checked against the eager teacher first and dropped if it
+             disagrees (see :mod:`kdlab.teachers.accelerate`).
+    Written atomically: an existing cache at ``out`` is replaced only once the new one is complete.
+    """
+    from kdlab.teachers.accelerate import accelerated
+
+    log = log or (lambda _m: None)
+    if views is None:
+        if data.augment is not None:
+            raise ConfigError(AUGMENT_NEEDS_VIEWS)
+        views = 1
+    if dtype not in DTYPES:
+        raise ConfigError(f"cache dtype must be one of {DTYPES}, got {dtype!r}")
+    if views < 1:
+        raise ConfigError(f"cache views must be >= 1, got {views}")
+    if data.augment is None and views != 1:
+        raise ConfigError(f"{views} cache views asked for but augmentation is off for {data.name!r}: every view "
+                          f"would be the same input; use views=1")
+    if k is not None and k < 1:
+        raise ConfigError(f"cache top-k must be >= 1, got {k}")
+    t0 = time.perf_counter()
+    info = identity(teacher, data, teacher_hash)
+    info.update(views=views, kind="logits" if k is None else "topk", k=k, dtype=dtype, features=list(features))
+    split = data.train
+    N = len(split)
+    loader = Loader(split, batch_size, shuffle=False, seed=seed, augment=data.augment)
+    loader.views = views
+    first = next(iter(loader))
+    run, mode = accelerated(teacher, first, accelerate, features=features, log=log)
+    sample = run(first)
+    C = int(sample.logits.shape[1])
+    if sample.logits.dim() != 2:
+        raise ConfigError(f"cache: teacher logits must be [B, C], got {tuple(sample.logits.shape)}")
+    missing = [f for f in features if f not in sample.features]
+    if missing:
+        raise ConfigError(f"cache: teacher has no feature(s) {missing}; it has {sorted(sample.features)}")
+    if k is not None and k > C:
+        raise ConfigError(f"cache top-k {k} > number of classes {C}")
+    specs = [ArraySpec("logits", (C,), dtype)] if k is None else [
+        ArraySpec("topk_values", (k,), dtype), ArraySpec("topk_indices", (k,), "int16" if C < 2**15 else "int32"),
+        ArraySpec("topk_tail", (1,), "float32")]
+    specs += [ArraySpec(f"feat.{f}", tuple(sample.features[f].shape[1:]), dtype) for f in features]
+    info.update(num_classes=C, seed=seed, built_with=mode, batch_size=batch_size,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    log(f"building teacher cache {out}: {N} samples x {views} view{'s' if views > 1 else ''}, "
+        f"{'full logits' if k is None else f'top-{k}'} {dtype}{', features ' + ', '.join(features) if features else ''} "
+        f"(teacher: {mode})")
+    with StoreWriter(out, N, views, specs, info) as w:
+        for v in range(views):
+            loader.set_epoch(v)
+            for batch in loader:
+                o = run(batch)
+                arrays: dict[str, np.ndarray] = {}
+                if k is None:
+                    arrays["logits"] = o.logits.float().cpu().numpy()
+                else:
+                    vals, idx, tail = topk_encode(o.logits, k)
+                    arrays.update(topk_values=vals.cpu().numpy(), topk_indices=idx.cpu().numpy(),
+                                  topk_tail=tail.cpu().numpy())
+                for f in features:
+                    arrays[f"feat.{f}"] = o.features[f].float().cpu().numpy()
+                w.write(batch.index.numpy(), batch.view.numpy(), arrays)
+        w.info["build_seconds"] = round(time.perf_counter() - t0, 3)
+        path = w.commit()
+    log(f"teacher cache {out} written in {time.perf_counter() - t0:.1f}s")
+    return path
+
+
+def ensure_cache(path: str | Path, teacher: Teacher | None, data: DataSplits, *, views: int | None = None,
+                 k: int | None = None, dtype: str | None = None, features: Sequence[str] = (),
+                 batch_size: int = 512, seed: int = 0, rebuild: bool = True, verify: bool = True,
+                 accelerate: str = "auto", max_resident: int | None = 256 << 20, exact: bool = False,
+                 log: Callable[[str], None] | None = _stderr) -> CachedTeacher:
+    """A CachedTeacher for ``teacher`` on ``data``: reuse a matching cache at ``path``, build a
+    missing one, rebuild a stale one (saying why), refuse a corrupt one (CheckpointError).
+
+    Layout arguments left at None accept what an existing cache holds; a new cache gets full
+    float32 logits (and needs ``views`` when ``data`` has augmentation). With ``teacher=None`` an
+    existing cache is used after checking it was built for this data (nothing can be rebuilt).
+    ``exact``: the cache must have exactly this layout (None: full logits, float32, 1 view).
+    """
+    log = log or (lambda _m: None)
+    path = Path(path)
+    ident = identity(teacher, data)
+    if exact:
+        dtype = dtype or "float32"
+        views = views or (None if data.augment is not None else 1)
+    layout = dict(views=views, k=k, dtype=dtype, features=features, exact=exact)
+
+    def build(reason: str) -> CachedTeacher:
+        if teacher is None:
+            raise CheckpointError(f"teacher cache {path} " + ("not found" if reason == "not found" else
+                                  f"does not match this run ({reason})") + ", and there is no teacher to build it "
+                                  f"(set teacher.checkpoint)")
+        if views is None and data.augment is not None:
+            raise ConfigError(AUGMENT_NEEDS_VIEWS + ("" if reason == "not found" else
+                              f" (the cache at {path} cannot be used: {reason})"))
+        if reason != "not found":
+            log(f"teacher cache {path} is stale ({reason}): rebuilding")
+        build_cache(teacher, data, path, views=views, k=k, dtype=dtype or "float32", features=features,
+                    batch_size=batch_size, seed=seed, teacher_hash=ident["teacher"], accelerate=accelerate, log=log)
+        return CachedTeacher(path, verify=False, max_resident=max_resident, built=True)
+
+    if not (path / MANIFEST).exists():
+        return build("not found")
+    manifest = read_manifest(path)  # a corrupt manifest is refused, never silently replaced
+    why = mismatches(manifest, ident, **layout)
+    if why:
+        if not rebuild:
+            raise CheckpointError(f"teacher cache {path} does not match this run ({'; '.join(why)})")
+        return build("; ".join(why))
+    return CachedTeacher(path, verify=verify, max_resident=max_resident)
+
+
+def cache_for_run(cfg: Any, data: DataSplits, teacher: Teacher | None,
+                  log: Callable[[str], None] | None = _stderr) -> tuple[CachedTeacher, Loader]:
+    """The cached teacher and the student's loader for a run whose config sets ``cache`` (a
+    :class:`kdlab.config.RunConfig`): builds, reuses or rebuilds the cache as needed."""
+    views = cfg.cache_views
+    if data.augment is None and views is not None and views > 1:
+        if log:
+            log(f"cache_views={views} ignored: augmentation is off, so every view is the same input")
+        views = 1
+    ct = ensure_cache(cfg.cache, teacher, data, views=views, k=cfg.cache_topk, dtype=cfg.cache_dtype,
+                      features=cfg.cache_features, batch_size=max(256, cfg.train.eval_batch_size), log=log)
+    return ct, cache_loader(data, ct, cfg.train.batch_size, seed=cfg.seed)
+
+
+def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """Human-readable (field, value) rows of a cache manifest, for ``kdlab cache info``."""
+    m = manifest
+    size = sum(a["bytes"] for a in m["arrays"].values())
+    aug = m.get("augment")
+    rows = [("dataset", f"{m.get('dataset')} (fingerprint {m.get('data')})"),
+            ("samples x views", f"{m['num_samples']} x {m['views']}"),
+            ("classes", str(m.get("num_classes"))),
+            ("stored", ("full logits" if m.get("kind") == "logits" else f"top-{m.get('k')} log-probabilities")
+             + f", {m.get('dtype')}"),
+            ("features", ", ".join(m.get("features") or []) or "-"),
+            ("augmentation", "off" if aug is None else f"crop pad {aug['pad']}, flip {aug['flip']}, seed {m.get('seed')}"),
+            ("teacher sha256", str(m.get("teacher"))),
+            ("teacher transform", "none" if m.get("teacher_transform") is None else f"sha256 {m['teacher_transform'][:16]}…"),
+            ("built", f"{m.get('created')} in {m.get('build_seconds')}s ({m.get('built_with')})"),
+            ("size", f"{size / 2**20:.1f} MiB")]
+    rows += [(f"  {n}", f"{a['shape']} {a['dtype']} sha256 {a['sha256'][:16]}…") for n, a in m["arrays"].items()]
+    return rows
+
+
+__all__ = ["CachedTeacher", "CachedViewLoader", "build_cache", "cache_for_run", "cache_loader", "ensure_cache", "identity",
+           "mismatches", "teacher_fingerprint", "transform_fingerprint", "topk_encode", "topk_logits"]
