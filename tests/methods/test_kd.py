@@ -86,3 +86,17 @@ def test_kd_token_logits():
     s, t = torch.randn(2, 3, 11), torch.randn(2, 3, 11)
     assert kd_loss(s, t, 2.0).item() == pytest.approx(kd_loss(s.reshape(6, 11), t.reshape(6, 11), 2.0).item(), rel=1e-6)
     assert not math.isnan(kd_loss(s, t, 2.0).item())
+
+
+def test_kd_mask_and_logit_stand():
+    s, t = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    m = create_method("kd", T=2.0, weight=1.0)
+    got = m(Outputs(s, mask=mask), Outputs(t), Batch(s))["kd"]
+    keep = mask.reshape(-1).bool()
+    assert got.item() == pytest.approx(kd_loss(s.reshape(6, 5)[keep], t.reshape(6, 5)[keep], 2.0).item(), rel=1e-6)
+    # logit standardisation: invariant to shifting and scaling either side's logits
+    std = create_method("kd", T=2.0, weight=1.0, logit_stand=True)
+    a = std(Outputs(s[0]), Outputs(t[0]), Batch(s))["kd"]
+    b = std(Outputs(3 * s[0] + 7), Outputs(0.5 * t[0] - 2), Batch(s))["kd"]
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)

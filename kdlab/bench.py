@@ -1,0 +1,145 @@
+"""Benchmark grid: methods × teacher→student pairs × seeds, in the style of the published CIFAR-100
+tables (teacher and student-alone rows, then each method, mean ± std over seeds).
+
+Every run is a normal kdlab run directory under ``out/runs/``; a finished run (its summary.json
+exists) is skipped, so an interrupted grid continues where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kdlab.config import DataConfig, TrainConfig, load_config
+from kdlab.errors import ConfigError
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    teacher: str
+    student: str
+    teacher_checkpoint: str | None = None  # use this instead of training the teacher
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: DataConfig = DataConfig()
+    pairs: list[Pair] = Field(min_length=1)
+    methods: list[str | dict[str, Any]] = Field(min_length=1)
+    seeds: list[int] = [0, 1, 2]
+    teacher_train: TrainConfig = TrainConfig()
+    student_train: TrainConfig = TrainConfig()
+    ce_weight: float = 1.0  # CE weight beside each method, unless the method entry sets `ce`
+
+
+def load_bench(path: str | Path, overrides: list[str] | None = None) -> BenchConfig:
+    from kdlab.config import apply_overrides
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"bench config {p} not found")
+    raw = yaml.safe_load(p.read_text()) or {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return BenchConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"{p}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _method_entries(spec: str | dict[str, Any], ce_default: float) -> tuple[str, list[dict[str, Any]]]:
+    """A bench method entry → (label, methods list for the run config)."""
+    if isinstance(spec, str):
+        items = [{"name": s.strip()} for s in spec.split("+")]
+        label = spec
+    else:
+        spec = dict(spec)
+        label = spec.pop("label", None) or spec["name"]
+        items = [spec]
+    ce = next((i.pop("ce") for i in items if "ce" in i), None)
+    if ce is None:
+        # Hinton's recipe for plain KD (α=0.9); every other method adds its term to full CE
+        ce = 0.1 if [i["name"] for i in items] == ["kd"] else ce_default
+        if [i["name"] for i in items] == ["kd"]:
+            items[0].setdefault("weight", 0.9)
+    return label, [{"name": "ce", "weight": ce}, *items]
+
+
+def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print) -> list[dict[str, Any]]:
+    from kdlab.api import run
+
+    out = Path(out)
+    records: list[dict[str, Any]] = []
+    for pair in cfg.pairs:
+        tag = f"{pair.teacher}-{pair.student}"
+        t_dir = out / "runs" / tag / "teacher"
+        t_ckpt = pair.teacher_checkpoint or str(t_dir / "best")
+        if pair.teacher_checkpoint is None and not (t_dir / "summary.json").is_file():
+            log(f"[{tag}] training teacher {pair.teacher}")
+            tcfg = load_config(base={"data": cfg.data.model_dump(), "student": {"name": pair.teacher},
+                                     "methods": [{"name": "ce"}], "train": cfg.teacher_train.model_dump(),
+                                     "seed": 0, "out": str(t_dir)})
+            run(tcfg, command="train", progress=progress)
+        jobs: list[tuple[str, list[dict[str, Any]], bool]] = [("student alone", [{"name": "ce"}], False)]
+        jobs += [(*_method_entries(m, cfg.ce_weight), True) for m in cfg.methods]
+        for label, methods, needs_teacher in jobs:
+            for seed in cfg.seeds:
+                r_dir = out / "runs" / tag / label.replace(" ", "_").replace("+", "-") / f"s{seed}"
+                if not (r_dir / "summary.json").is_file():
+                    log(f"[{tag}] {label} seed {seed}")
+                    rc = load_config(base={"data": cfg.data.model_dump(), "student": {"name": pair.student},
+                                           "teacher": {"checkpoint": t_ckpt} if needs_teacher else None,
+                                           "methods": methods, "train": cfg.student_train.model_dump(),
+                                           "seed": seed, "out": str(r_dir)})
+                    run(rc, command="distill" if needs_teacher else "train", progress=progress)
+                s = json.loads((r_dir / "summary.json").read_text())
+                records.append({"pair": tag, "method": label, "seed": seed, "acc": s["test"]["acc"],
+                                "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
+        t_sum = Path(t_ckpt).parent / "summary.json"
+        if t_sum.is_file():
+            s = json.loads(t_sum.read_text())
+            records.append({"pair": tag, "method": "teacher", "seed": 0, "acc": s["test"]["acc"],
+                            "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
+    write_tables(records, cfg, out)
+    return records
+
+
+def _ms(v: list[float]) -> str:
+    v = [100 * x for x in v]
+    return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+
+def write_tables(records: list[dict[str, Any]], cfg: BenchConfig, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["pair", "method", "seed", "acc", "f1", "seconds"])
+        w.writeheader()
+        w.writerows(records)
+    pairs = list(dict.fromkeys(r["pair"] for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in records if r["method"] != "teacher"))
+    rows = ["teacher", *methods]
+    lines = ["| | " + " | ".join(f"{p.replace('-', ' → ')}" for p in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    base = {p: [r["acc"] for r in records if r["pair"] == p and r["method"] == "student alone"] for p in pairs}
+    for m in rows:
+        cells = []
+        for p in pairs:
+            v = [r["acc"] for r in records if r["pair"] == p and r["method"] == m]
+            if not v:
+                cells.append("–")
+                continue
+            cell = _ms(v)
+            if m not in ("teacher", "student alone") and base[p]:
+                cell += f" ({100 * (statistics.mean(v) - statistics.mean(base[p])):+.2f})"
+            cells.append(cell)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(
+        f"Top-1 test accuracy (%), mean ± std over seeds {cfg.seeds}; in brackets the change against the "
+        f"student alone. Data: {cfg.data.name}" + (f" (subset {cfg.data.subset})" if cfg.data.subset else "")
+        + f"; teacher {cfg.teacher_train.epochs} epochs, students {cfg.student_train.epochs} epochs.\n\n" + table)
+    return table
