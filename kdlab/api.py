@@ -187,8 +187,16 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     meta = {**model_meta(student, data), "command": command, "seed": cfg.seed}
     trainable = Distiller(student, teacher, methods)
-    r: FitResult = fit(trainable, data, schedule_from_config(cfg.train), seed=cfg.seed, run_dir=run_dir,
-                       meta=meta, resume=resume, progress=progress, loader=loader)
+    from kdlab.engine.tracking import finish_run, open_tracker
+
+    tracker = open_tracker(cfg, run_dir, command)  # TensorBoard / MLflow (cfg.tracking)
+    try:
+        r: FitResult = fit(trainable, data, schedule_from_config(cfg.train), seed=cfg.seed, run_dir=run_dir,
+                           meta=meta, resume=resume, progress=progress, loader=loader,
+                           on_epoch_end=tracker.log_epoch if tracker.enabled else None)
+    except BaseException:
+        tracker.finish(status="FAILED")
+        raise
     if r.best_state is not None:  # report test metrics of the best-on-validation weights
         student.load_state_dict(r.best_state)
     test = evaluate(student, data)
@@ -198,6 +206,11 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
                    "epochs": len(r.history), "train_seconds": round(r.seconds, 2),
                    "params": sum(p.numel() for p in student.parameters())}
         ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        if cfg.report:  # <run>/report.html; a failure only warns
+            from kdlab.report import report_after_run
+
+            report_after_run(run_dir, data=data, student=student, teacher=None if getattr(cfg, "cache", None) else teacher)
+    finish_run(tracker, run_dir, test, {"epochs": len(r.history), "best_val_acc": r.best["val_acc"]})
     return result
 
 
