@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from kdlab.core import Batch, DataInfo
-from kdlab.errors import DataError
+from kdlab.errors import ConfigError, DataError
 from kdlab.registry import Registry
 from kdlab.data.augment import augment, Augment
 
@@ -164,7 +164,9 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, see
     normalisation statistics come from the remaining train split only. ``subset`` keeps the first
     ``subset`` training samples of a seeded permutation (and at most ``subset`` test samples).
     """
-    raw = DATASETS.get(name)(root=root, **kwargs)
+    source = DATASETS.get(name)
+    _check_options(name, source, kwargs)
+    raw = source(root=root, **kwargs)
     x, y = raw.train_x, raw.train_y
     if x.shape[0] == 0:
         raise DataError(f"dataset {name!r} has no training samples")
@@ -185,6 +187,9 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, see
         test_x, test_y = raw.test_x, raw.test_y
         if subset:
             test_x, test_y = test_x[:subset], test_y[:subset]
+    if len(tr_idx) < 2:
+        raise DataError(f"dataset {name!r}: {len(tr_idx)} training sample(s) left after carving validation/test "
+                        f"splits from {len(perm)} (need at least 2; use more data or a larger data.subset)")
     scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
     tr_x = x[tr_idx]
     mean, std = _stats(tr_x, scale)
@@ -192,9 +197,23 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, see
     train = Split(tr_x.contiguous(), y[tr_idx].contiguous(), mean, std, scale)
     val = Split(x[val_idx].contiguous(), y[val_idx].contiguous(), mean, std, scale)
     test = Split(test_x.contiguous(), test_y.contiguous(), mean, std, scale)
+    if len(val) == 0:  # val_fraction=0: select on the test split, as the published CIFAR recipes do
+        val = test
     use_aug = raw.augment if augment is None else augment
     aug = Augment(pad=raw.pad, flip=True) if use_aug and x.dim() == 4 else None
     return DataSplits(name, train, val, test, raw.classes, aug)
+
+
+def _check_options(name: str, source: Callable[..., RawData], options: dict[str, object]) -> None:
+    import inspect
+
+    params = inspect.signature(source).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k in params if k != "root"]
+    for k in options:
+        if k not in params or k == "root":
+            raise ConfigError(f"dataset {name!r} has no option {k!r} (options: {', '.join(valid) or 'none'})")
 
 
 def list_datasets() -> list[str]:
