@@ -22,7 +22,7 @@ from kdlab.data import DataSplits, Split, load_data
 from kdlab.engine import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import FitResult, Schedule, fit
-from kdlab.errors import CheckpointError, ConfigError, IncompatibleError
+from kdlab.errors import CheckpointError, ConfigError, IncompatibleError, KDLabError
 from kdlab.evaluate.metrics import classification_metrics, predict
 from kdlab.methods import create_method
 from kdlab.models import create_model
@@ -69,9 +69,17 @@ def build_model(name: str, data: DataSplits, **options: Any) -> nn.Module:
     if len(shape) == 1:  # vector data: only models that flatten their input apply
         in_ch, size = 1, 1
         options = {**options}
-        model = create_model(name, data.num_classes, in_channels=shape[0], image_size=1, **options)
+        model = _create_model(name, data.num_classes, in_channels=shape[0], image_size=1, **options)
         return model
-    return create_model(name, data.num_classes, in_channels=in_ch, image_size=size, **options)
+    return _create_model(name, data.num_classes, in_channels=in_ch, image_size=size, **options)
+
+
+def _create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    try:
+        return create_model(name, num_classes, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:  # option values the model cannot be built with
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model {name!r} cannot be built for {num_classes} classes with {kwargs}: {msg}") from None
 
 
 def model_meta(model: nn.Module, data: DataSplits) -> dict[str, Any]:
@@ -87,7 +95,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not spec:
         raise CheckpointError(f"{path}: metadata has no model spec; load it with a model factory instead")
     spec = dict(spec)
-    model = create_model(spec.pop("name"), **spec)
+    try:
+        model = create_model(spec.pop("name"), **spec)
+    except (TypeError, ValueError, RuntimeError, KeyError, KDLabError) as e:
+        raise CheckpointError(f"{path}: its metadata names a model that cannot be built ({e})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -141,7 +152,11 @@ def teacher_from_config(cfg: RunConfig, data: DataSplits) -> Teacher | None:
 
             if not Path(t.weights).is_file():
                 raise ConfigError(f"teacher.weights: file {t.weights} not found")
-            model.load_state_dict(load_file(t.weights))
+            try:
+                model.load_state_dict(load_file(t.weights))
+            except Exception as e:  # not safetensors (a pickle is never unpickled), or weights of another model
+                msg = " ".join(l.strip() for l in str(e).strip().splitlines()[:2])[:300] or type(e).__name__
+                raise CheckpointError(f"teacher.weights {t.weights} cannot be loaded into {t.model.name!r}: {msg}") from None
         return FrozenTeacher(model)
     raise ConfigError("teacher: give teacher.checkpoint, teacher.model (+ weights), teacher.factory (+ weights), "
                       "teacher.torchscript, teacher.onnx or teacher.hf")
@@ -167,6 +182,9 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     """Build everything a config names, train, evaluate the best checkpoint on test, write the run."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from kdlab.engine import distributed
+
+    env = distributed.init()  # torchrun: join the process group (a single process otherwise)
     data = data or data_from_config(cfg)
     torch.manual_seed(cfg.seed)
     student = student if student is not None else build_model(cfg.student.name, data, **cfg.student.options)
@@ -183,16 +201,18 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     run_dir = None
     if save:
         run_dir = Path(cfg.out or f"runs/{command}-{data.name}-{cfg.student.name}-s{cfg.seed}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        if env.is_main:  # only rank 0 writes
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     meta = {**model_meta(student, data), "command": command, "seed": cfg.seed}
     trainable = Distiller(student, teacher, methods)
     from kdlab.engine.tracking import finish_run, open_tracker
 
-    tracker = open_tracker(cfg, run_dir, command)  # TensorBoard / MLflow (cfg.tracking)
+    tracker = open_tracker(cfg if env.is_main else None, run_dir, command)  # TensorBoard / MLflow (cfg.tracking)
     try:
         r: FitResult = fit(trainable, data, schedule_from_config(cfg.train), seed=cfg.seed, run_dir=run_dir,
-                           meta=meta, resume=resume, progress=progress, loader=loader,
+                           meta=meta, resume=resume, progress=progress, loader=loader, rank=env.rank,
+                           world_size=env.world_size, device=env.device if env.enabled else None,
                            on_epoch_end=tracker.log_epoch if tracker.enabled else None)
     except BaseException:
         tracker.finish(status="FAILED")
@@ -201,7 +221,7 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
         student.load_state_dict(r.best_state)
     test = evaluate(student, data)
     result = Result(student.eval(), test, r.history, r.best["val_acc"], run_dir, r.seconds, cfg)
-    if run_dir is not None:
+    if run_dir is not None and env.is_main:
         summary = {"command": command, "test": test, "best_val_acc": r.best["val_acc"], "best_epoch": r.best.get("epoch"),
                    "epochs": len(r.history), "train_seconds": round(r.seconds, 2),
                    "params": sum(p.numel() for p in student.parameters())}

@@ -86,7 +86,7 @@ class RunConfig(_Strict):
     teacher: TeacherConfig | None = None
     methods: list[MethodConfig] = [MethodConfig(name="ce")]
     train: TrainConfig = TrainConfig()
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     out: str | None = None  # run directory; default runs/<command>-<data>-<student>-<seed>
     threads: int | None = Field(None, ge=1)
     tracking: TrackingConfig = TrackingConfig()

@@ -57,6 +57,10 @@ def methods_flag(spec: str | None, alpha: float | None, T: float | None) -> list
 
 
 def print_summary(result: Any) -> None:
+    from kdlab.engine.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports
+        return
     t = result.test
     typer.echo(f"test: acc {100 * t['acc']:.2f}%  macro-F1 {100 * t['f1']:.2f}%  ECE {t['ece']:.4f}  "
                f"(best val {100 * result.best_val_acc:.2f}%, {result.seconds:.1f}s)")

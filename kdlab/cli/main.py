@@ -36,10 +36,22 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
+    except Exception as e:  # usage errors (typer may vendor its own click): one line, exit 2
+        if _is_click_error(e):
+            msg = e.format_message()  # type: ignore[attr-defined]
+            if msg:  # empty after `kdlab` alone printed the help
+                typer.echo(f"error: {msg}", err=True)
             sys.exit(2)
         raise
+
+
+def _is_click_error(e: BaseException) -> bool:
+    import importlib
+
+    for mod in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            if isinstance(e, importlib.import_module(mod).ClickException):
+                return True
+        except (ImportError, AttributeError):
+            continue
+    return False

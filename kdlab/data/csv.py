@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from kdlab.data import RawData, register_dataset
-from kdlab.data.npz import resolve_file
+from kdlab.data.npz import MAX_CLASSES, resolve_file
 from kdlab.errors import ConfigError, DataError
 
 
@@ -107,6 +107,8 @@ def csv(root: str | None = None, path: str | None = None, label_column: str = "l
     all_labels = labels + (test[1] if test else [])
     ints = [_int_label(s) for s in all_labels]
     if all(v is not None for v in ints):
+        if max(ints) >= MAX_CLASSES:  # type: ignore[type-var, operator]
+            raise DataError(f"{f}: label {max(ints)} is out of range (class ids must be 0..K-1 with K <= {MAX_CLASSES})")  # type: ignore[type-var]
         classes = [str(i) for i in range(max(ints) + 1)]  # type: ignore[type-var]
         ids = {s: v for s, v in zip(all_labels, ints)}
     else:

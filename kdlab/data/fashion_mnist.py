@@ -6,6 +6,7 @@ and Debian's ``dataset-fashion-mnist`` package location ``/usr/share/datasets/fa
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from pathlib import Path
@@ -42,7 +43,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_DTYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for absurd headers
     if len(raw) - header != need:
         raise DataError(f"{path}: IDX header says {dims} ({need} bytes) but the file holds {len(raw) - header}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)

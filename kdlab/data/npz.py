@@ -20,6 +20,8 @@ from numpy.lib.npyio import NpzFile
 from kdlab.data import RawData, register_dataset
 from kdlab.errors import ConfigError, DataError
 
+MAX_CLASSES = 100_000  # a larger class id is a corrupt or mislabelled file, not a real label set
+
 
 def resolve_file(root: str | None, path: str | None, what: str, example: str) -> Path:
     if not path and not root:
@@ -120,6 +122,8 @@ def npz(root: str | None = None, path: str | None = None, channels_last: bool = 
             raise DataError(f"{f}: 'x_test' samples have shape {list(tx.shape[1:])} but 'x' samples "
                             f"have {list(x.shape[1:])}")
     n_labels = int(max(int(y.max()), int(ty.max()) if ty is not None else 0)) + 1
+    if n_labels > MAX_CLASSES:
+        raise DataError(f"{f}: label {n_labels - 1} is out of range (class ids must be 0..K-1 with K <= {MAX_CLASSES})")
     if "classes" in arrays:
         c = arrays["classes"]
         if c.ndim != 1 or c.dtype.kind not in "USiu" or c.shape[0] == 0:

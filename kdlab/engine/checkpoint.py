@@ -91,15 +91,60 @@ def load_weights(stem: str | Path, verify: bool = True) -> tuple[dict[str, torch
         raise CheckpointError(f"cannot read {weights}: {e}") from None
 
 
+def _digest(obj: Any, h: "hashlib._Hash | None" = None) -> str:
+    """SHA-256 over a nested state (tensors by dtype, shape and bytes; everything else by repr)."""
+    top = h is None
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k, v in obj.items():
+            h.update(repr(k).encode())
+            _digest(v, h)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[" if isinstance(obj, list) else b"(")
+        for v in obj:
+            _digest(v, h)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+    return h.hexdigest() if top else ""
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` of ``state`` plus a checksum of its content, written atomically."""
+    state = {**state, "_sha256": _digest(state)}
     atomic_write(path, lambda p: torch.save(state, p))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Training state (optimiser, scheduler, RNG). ``weights_only=True``: never runs pickled code."""
+    """Training state (optimiser, scheduler, RNG). ``weights_only=True``: never runs pickled code.
+    A checksum mismatch, a truncated file or anything but tensors and plain data is a CheckpointError
+    naming the file."""
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state {path} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"training state {path} not found") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"refusing to load {path}: {str(e).splitlines()[0]}") from None
+        msg = str(e)
+        if "WeightsUnpickler error" in msg or "Weights only load failed" in msg:
+            detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if "WeightsUnpickler error:" in msg else ""
+            raise CheckpointError(f"refusing to load {path}: not a training state of plain tensors and data "
+                                  f"({detail or 'weights-only unpickling failed'}); nothing in it was run") from None
+        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        raise CheckpointError(f"training state {path} is corrupt or truncated ({first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"training state {path} is not a kdlab training state (found {type(state).__name__})")
+    expected = state.pop("_sha256", None)
+    if expected is not None and _digest(state) != expected:
+        raise CheckpointError(f"training state {path} is corrupt (checksum mismatch)")
+    return state

@@ -37,9 +37,9 @@ class Distiller(nn.Module):
         """Run one sample batch through both sides so methods build connectors and check the pair."""
         was = self.student.training
         self.student.eval()
-        s = as_outputs(self.student(batch.inputs))
+        s = as_outputs(_probe("student", self.student, batch.inputs, batch))
         self.student.train(was)
-        t = self.teacher(batch) if self.teacher is not None else None
+        t = _probe("teacher", self.teacher, batch, batch) if self.teacher is not None else None
         if t is not None and t.logits.shape[-1] != s.logits.shape[-1]:
             raise IncompatibleError(
                 f"teacher predicts {t.logits.shape[-1]} classes but the student {s.logits.shape[-1]}")
@@ -58,3 +58,14 @@ class Distiller(nn.Module):
             for k, v in m(s, t, batch).items():
                 terms[k] = terms[k] + v if k in terms else v
         return s, terms
+
+
+def _probe(who: str, fn, arg, batch: Batch):
+    """``fn(arg)``; a shape/type failure on the first batch is the pair not fitting the data."""
+    try:
+        return fn(arg)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        x = batch.inputs
+        shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else {k: tuple(v.shape[1:]) for k, v in x.items()}
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IncompatibleError(f"the {who} cannot take this dataset's inputs {shape}: {msg}") from None

@@ -6,6 +6,7 @@ A *trainable* is an nn.Module with ``forward(batch) -> (Outputs, {term: weighted
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -20,8 +21,10 @@ from torch import nn
 from kdlab.core import Batch
 from kdlab.data import DataSplits, Loader
 from kdlab.engine import checkpoint as ckpt
-from kdlab.errors import NonFiniteLossError
+from kdlab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from kdlab.evaluate.metrics import evaluate_model
+
+log = logging.getLogger("kdlab")
 
 
 @dataclass
@@ -99,18 +102,39 @@ def train_step(trainable: nn.Module, batch: Batch, optimizer: torch.optim.Optimi
 def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int = 0,
         run_dir: str | Path | None = None, meta: dict[str, Any] | None = None, resume: bool = False,
         progress: bool = True, loader: Loader | None = None, rank: int = 0, world_size: int = 1,
+        device: str | torch.device | None = None,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
     """Train ``trainable`` on ``data.train``; evaluate ``trainable.student`` on ``data.val`` each
-    epoch; write metrics, best/last checkpoints and a resumable state into ``run_dir``."""
+    epoch; write metrics, best/last checkpoints and a resumable state into ``run_dir``.
+
+    ``resume``: continue from ``run_dir/state.pt`` (model, optimiser, scheduler, every RNG, history
+    and the best weights); the result is identical to an uninterrupted run.
+
+    Distributed (``world_size > 1`` inside an initialised process group, see
+    :mod:`kdlab.engine.distributed`): ``schedule.batch_size`` is the global batch and each rank
+    reads ``batch_size / world_size`` of it; the trainable is wrapped in DDP, the training metrics
+    are summed over ranks, every rank evaluates the full validation split, and only rank 0 writes.
+    """
     seed_everything(seed)
     run = Path(run_dir) if run_dir is not None else None
     writer = rank == 0 and run is not None
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if len(data.val) == 0:
+        raise DataError("the validation split is empty (data.val_fraction is 0 or the dataset is too small); "
+                        "the best epoch is chosen on it")
     if loader is None:
-        loader = Loader(data.train, schedule.batch_size, shuffle=True, seed=seed, augment=data.augment,
+        if schedule.batch_size % world_size:
+            raise ConfigError(f"train.batch_size {schedule.batch_size} (the global batch) must be divisible by "
+                              f"the number of processes, {world_size}")
+        loader = Loader(data.train, schedule.batch_size // world_size, shuffle=True, seed=seed, augment=data.augment,
                         drop_last=len(data.train) > schedule.batch_size, rank=rank, world_size=world_size)
-    first = next(iter(loader))
+    if dev.type != "cpu":
+        _move(trainable, dev)
+    first = next(iter(loader)).to(dev)
     if hasattr(trainable, "prepare"):
         trainable.prepare(first, data.info)
+    if dev.type != "cpu":
+        _move(trainable, dev)  # connectors built by prepare
     params = [p for p in trainable.parameters() if p.requires_grad]
     opt = make_optimizer(params, schedule)
     sched = make_scheduler(opt, schedule)
@@ -118,26 +142,41 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
     best: dict[str, Any] = {"val_acc": -1.0}
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch, step = 0, 0
-    if resume and run is not None and (run / "state.pt").is_file():
-        state = ckpt.load_state(run / "state.pt")
-        trainable.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
-        history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()][:start_epoch]
+    if resume and run is not None:
+        state = _resume_state(run) if rank == 0 else None
+        if world_size > 1:  # rank 0 reads the run directory; the other ranks may not see it
+            from kdlab.engine import distributed
+
+            state = distributed.broadcast_object(state, device=dev)
+        if state is not None:
+            trainable.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            _set_rng(state)
+            start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+            history = list(state["history"])[:start_epoch]
+            best_state = state.get("best_state")
+            if writer:
+                _repair_checkpoints(run, trainable, best_state, meta or {}, state["epoch"], best, history)
+    net = trainable
+    if world_size > 1:
+        from kdlab.engine import distributed
+
+        net = distributed.wrap(trainable, dev)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         loader.set_epoch(epoch)
         if hasattr(trainable, "set_progress"):
             trainable.set_progress(epoch, schedule.epochs)
-        trainable.train()
+        net.train()
         sums: dict[str, float] = {}
         correct = seen = count = 0
         te = time.perf_counter()
         bar = _bar(loader, epoch, schedule.epochs, progress and rank == 0)
         for batch in bar:
-            logged, logits = train_step(trainable, batch, opt, schedule.grad_clip, step)
+            if dev.type != "cpu":
+                batch = batch.to(dev)
+            logged, logits = train_step(net, batch, opt, schedule.grad_clip, step)
             step += 1
             n = len(batch)
             count += n
@@ -148,7 +187,16 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
                 seen += n
             if hasattr(bar, "set_postfix") and step % 10 == 0:
                 bar.set_postfix(loss=f"{logged['loss']:.3f}", acc=f"{correct / max(seen, 1):.3f}")
+        if hasattr(bar, "close"):
+            bar.close()
         sched.step()
+        if world_size > 1:  # the epoch's metrics over all ranks
+            from kdlab.engine import distributed
+
+            keys = sorted(sums)
+            tot = distributed.all_reduce_sum([count, correct, seen, *(sums[k] for k in keys)], dev)
+            count, correct, seen = int(tot[0]), int(tot[1]), int(tot[2])
+            sums = dict(zip(keys, tot[3:]))
         rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                                "epoch_seconds": round(time.perf_counter() - te, 3)}
         rec.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
@@ -162,12 +210,96 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
             best = {"epoch": epoch + 1, "val_acc": rec["val_acc"]}
             best_state = {k: v.detach().clone() for k, v in trainable.student.state_dict().items()}
         if writer:
-            _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {})
+            _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
-    if best_state is None and run is not None and (run / "best.safetensors").is_file():  # resumed after the best epoch
+    if best_state is None and run is not None and (run / "best.safetensors").is_file():  # state.pt of an older kdlab
         best_state = ckpt.load_weights(run / "best")[0]
     return FitResult(trainable.student, history, best, run, time.perf_counter() - t0, best_state)
+
+
+def _move(trainable: nn.Module, dev: torch.device) -> None:
+    trainable.to(dev)
+    teacher = getattr(trainable, "teacher", None)  # held outside the module tree
+    if teacher is not None and hasattr(teacher, "to"):
+        teacher.to(dev)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python_rng": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if "numpy_rng" in state:
+        r = state["numpy_rng"]
+        np.random.set_state(("MT19937", r["key"].numpy().astype(np.uint32), r["pos"], r["has_gauss"], r["gauss"]))
+    if "python_rng" in state:
+        v = state["python_rng"]
+        random.setstate((v[0], tuple(v[1]), v[2]))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _resume_state(run: Path) -> dict[str, Any] | None:
+    """The state to continue from, or None when ``run`` holds none yet (a run killed during its
+    first epoch starts over). A damaged state.pt is an error naming it."""
+    path = run / "state.pt"
+    if not path.is_file():
+        log.warning(f"nothing to resume in {run} (no state.pt yet): starting from the first epoch")
+        return None
+    state = ckpt.load_state(path)
+    missing = [k for k in ("model", "optimizer", "scheduler", "torch_rng", "epoch", "step", "best") if k not in state]
+    if missing:
+        raise CheckpointError(f"training state {path} lacks {', '.join(missing)}: not a kdlab training state")
+    if "history" not in state:  # written by an older kdlab: the history lives in metrics.jsonl only
+        try:
+            rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot resume: {run / 'metrics.jsonl'} is unreadable ({e})") from None
+        state["history"] = rows
+    return state
+
+
+def _repair_checkpoints(run: Path, trainable: nn.Module, best_state: dict[str, torch.Tensor] | None,
+                        meta: dict[str, Any], epoch: int, best: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """On resume: a missing or damaged last/best checkpoint is rewritten from the training state."""
+    for name in ("last", "best"):
+        try:
+            ckpt.load_weights(run / name)
+            continue
+        except CheckpointError as e:
+            problem = str(e)
+        if name == "last":
+            rec = history[epoch] if epoch < len(history) else {}
+            ckpt.save_weights(run / "last", trainable.student, {**meta, "epoch": epoch + 1, "val_acc": rec.get("val_acc")})
+        elif best_state is not None:
+            ckpt.save_weights(run / "best", _StateHolder(best_state), {**meta, "epoch": best.get("epoch"),
+                                                                       "val_acc": best.get("val_acc")})
+        else:
+            log.warning(f"{problem}; it cannot be rebuilt from {run / 'state.pt'} and is left as it is")
+            continue
+        log.warning(f"{problem}; rewrote {run / (name + '.safetensors')} from {run / 'state.pt'}")
+
+
+class _StateHolder(nn.Module):
+    """Presents a plain state dict to :func:`kdlab.engine.checkpoint.save_weights`."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self._state = state
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self._state
 
 
 def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
@@ -179,18 +311,16 @@ def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
 
 
 def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: int, best: dict,
-                 rec: dict, is_best: bool, meta: dict) -> None:
+                 rec: dict, is_best: bool, meta: dict, history: list[dict[str, Any]],
+                 best_state: dict[str, torch.Tensor] | None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     m = {**meta, "epoch": epoch + 1, "val_acc": rec["val_acc"]}
     ckpt.save_weights(run / "last", trainable.student, m)
     if is_best:
         ckpt.save_weights(run / "best", trainable.student, m)
-    lines = ""
-    path = run / "metrics.jsonl"
-    if path.is_file():
-        lines = "".join(l + "\n" for l in path.read_text().splitlines()[:epoch] if l.strip())
-    ckpt.atomic_write_text(path, lines + json.dumps(rec) + "\n")
+    ckpt.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     # the resumable state goes last: if we die before this, resume replays this epoch
     ckpt.save_state(run / "state.pt", {"model": trainable.state_dict(), "optimizer": opt.state_dict(),
-                                       "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                                       "epoch": epoch, "step": step, "best": best})
+                                       "scheduler": sched.state_dict(), **_rng_state(),
+                                       "epoch": epoch, "step": step, "best": best, "history": history,
+                                       "best_state": best_state})

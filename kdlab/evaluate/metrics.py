@@ -15,9 +15,11 @@ def predict(model: nn.Module, split, batch_size: int = 512) -> Tensor:
     model.eval()
     outs = []
     n = len(split)
+    dev = next(model.parameters(), torch.empty(0)).device
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n))
-        outs.append(as_outputs(model(split.gather(idx))).logits.float())
+        x = split.gather(idx)
+        outs.append(as_outputs(model(x if dev.type == "cpu" else x.to(dev))).logits.float().cpu())
     model.train(was)
     return torch.cat(outs)
 

@@ -6,10 +6,12 @@ and the module's ``forward(x)`` returns :class:`kdlab.core.Outputs` (logits + na
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from torch import nn
 
+from kdlab.errors import ConfigError
 from kdlab.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -17,7 +19,14 @@ register_model = MODELS.register
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs: Any) -> nn.Module:
-    model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        bad = [k for k in kwargs if k not in params]
+        if bad:
+            valid = [p for p in params if p not in ("num_classes", "in_channels", "image_size")]
+            raise ConfigError(f"model {name!r} has no option {bad[0]!r} (options: {', '.join(valid) or 'none'})")
+    model = factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     model.kdlab_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
                         "image_size": image_size, **kwargs}
     return model

@@ -42,4 +42,4 @@ def renormalize(src_mean: Tensor, src_std: Tensor, dst_mean: Tensor, dst_std: Te
     """Input transform from one per-channel normalisation to another (``[B, C, H, W]``)."""
     scale = (src_std / dst_std).view(1, -1, 1, 1)
     shift = ((src_mean - dst_mean) / dst_std).view(1, -1, 1, 1)
-    return lambda x: x * scale + shift
+    return lambda x: x * scale.to(x.device) + shift.to(x.device)
