@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from kdlab.core import Outputs
+from kdlab.data import Loader
+from kdlab.errors import CheckpointError, ConfigError, IncompatibleError
+from kdlab.schemes.cross_modal import PairedTeacher, cross_modal, view_data
+from kdlab.teachers.from_file import FileTeacher, save_outputs
+
+from .conftest import FAST
+
+
+def test_views_keep_samples_and_labels(digits):
+    low = view_data(digits, "lowres:2")
+    assert low.input_shape == (1, 4, 4) and torch.equal(low.train.y, digits.train.y)
+    assert view_data(digits, "blur:2").input_shape == (1, 8, 8)
+    assert view_data(digits, "edges").input_shape == (1, 8, 8)
+    x = low.train.gather(torch.arange(len(low.train)))
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 0.05  # renormalised
+    with pytest.raises(ConfigError):
+        view_data(digits, "sepia")
+    with pytest.raises(ConfigError):
+        view_data(digits, "channel:3")
+
+
+class Echo:
+    """Teacher whose logits reveal the inputs it was given."""
+
+    def __call__(self, batch):
+        return Outputs(batch.inputs.flatten(1)[:, :10])
+
+
+def test_paired_teacher_sees_its_own_view_of_the_same_samples(digits):
+    full = digits
+    low = view_data(digits, "lowres:2")
+    t = PairedTeacher(Echo(), full.train)
+    b = next(iter(Loader(low.train, 16, shuffle=True, seed=1)))
+    assert b.inputs.shape[-1] == 4
+    assert torch.equal(t(b).logits, full.train.gather(b.index).flatten(1)[:, :10])
+
+
+def test_file_teacher_round_trip_and_checks(digits, tmp_path):
+    path = save_outputs(Echo(), digits.train, tmp_path / "t")
+    assert path.suffix == ".npz"
+    ft = FileTeacher(path)
+    ft.check(digits.train.y)
+    b = next(iter(Loader(digits.train, 16, shuffle=True, seed=2)))
+    assert torch.equal(ft(b).logits, digits.train.gather(b.index).flatten(1)[:, :10])
+    with pytest.raises(IncompatibleError, match="do not line up|does not line up"):
+        ft.check(torch.roll(digits.train.y, 1))
+    np.save(tmp_path / "few.npy", np.zeros((3, 10), dtype=np.float32))
+    few = FileTeacher(tmp_path / "few.npy")
+    with pytest.raises(CheckpointError, match="no outputs for sample id"):
+        few(b)
+    np.save(tmp_path / "bad.npy", np.full((3, 10), np.nan, dtype=np.float32))
+    with pytest.raises(CheckpointError, match="NaN"):
+        FileTeacher(tmp_path / "bad.npy")
+
+
+def test_cross_modal_then_black_box_from_the_saved_outputs(digits, tmp_path):
+    r = cross_modal("cnn_tiny", "mlp_tiny", digits, student_view="lowres:2", epochs=2, baseline=True,
+                    save_teacher_outputs=tmp_path / "t.npz", **FAST)
+    assert r.student.kdlab_spec["image_size"] == 4  # the student was built for its own view
+    assert 0 < r.extra["teacher_acc"] <= 1 and 0 < r.extra["baseline_acc"] <= 1
+    rb = cross_modal(tmp_path / "t.npz", "mlp_tiny", digits, student_view="full", alpha=1.0, epochs=2, **FAST)
+    assert rb.extra["teacher_acc"] is None and rb.test["acc"] > 0.3
+    assert "train_ce" not in rb.history[-1] or rb.history[-1]["train_ce"] == 0  # outputs alone
