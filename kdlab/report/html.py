@@ -111,7 +111,10 @@ def _cost_row(name: str, kind: str, model: nn.Module | None, acc: float, shape: 
     row["params"] = count_params(model)
     if latency:
         try:
-            row["latency_b1_ms"] = latency_ms(model, shape, 1, repeats=20, warmup=5, max_seconds=2.0)
+            from kdlab.export import torch_threads
+
+            with torch_threads(1):  # one thread: comparable across machines and load
+                row["latency_b1_ms"] = latency_ms(model, shape, 1, repeats=20, warmup=5, max_seconds=2.0)
         except Exception:  # a module that cannot take a random input (e.g. token ids): no latency
             pass
     return row
@@ -218,7 +221,7 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
                 rd.notes.append(f"baseline checkpoint unusable ({e})")
         label = "distilled" if rd.teacher_logits is not None or (rd.summary.get("command") == "distill") else "this run"
         rd.rows.append(_cost_row(label, "distilled", student, _accuracy(rd.student_logits, rd.targets), shape, True))
-        rd.rows_source = "measured while writing this report (CPU, batch 1, median)"
+        rd.rows_source = "measured while writing this report (CPU, one thread, batch 1, median)"
     return rd
 
 
