@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdlab.cli.main import app
+
+TEMPLATE = """\
+# kdlab run configuration.
+#   kdlab distill {path}                      distill the teacher below into the student
+#   kdlab train {path}                        train the student from labels alone (the teacher is ignored)
+#   kdlab distill {path} train.epochs=5       any key can be overridden as key.sub=value
+# Unknown or mistyped keys are errors naming the nearest valid key.
+# What exists: kdlab datasets | kdlab models | kdlab methods
+
+data:
+  name: {data}{data_pad}# a registered dataset: {datasets}
+  # root: /path/to/files          # where the dataset's files are, when not the default location
+  val_fraction: 0.1               # share of the training split held out to pick the best epoch
+  # subset: 5000                  # only this many training samples (quick experiments)
+  # augment: true                 # random crop + flip; default: the dataset's own choice
+  # split_seed: 0                 # seed of the train/val split; default: the run's seed
+  # options: {{}}                   # extra options for the dataset loader
+
+student:
+  name: {student}{student_pad}# the model to train (kdlab models)
+  options: {{}}                     # constructor options of the model
+
+# The teacher: exactly one source. To train one first:
+#   kdlab train --data {data} --model cnn_small --epochs 20 --out {teacher_dir}
+{teacher_block}
+# The loss: every method's weighted term is summed. ce is cross-entropy on the labels;
+# kd is Hinton's KD (T: temperature). Feature methods (at, fitnet, crd, …) go next to a logit one.
+methods:
+{methods_block}
+  # - {{name: at, weight: 1000}}
+
+train:
+  epochs: {epochs}
+  batch_size: 64
+  optimizer: sgd                  # sgd | adamw | adam
+  lr: 0.05
+  momentum: 0.9
+  weight_decay: 0.0005
+  lr_schedule: cosine             # cosine | step (uses milestones and gamma) | constant
+  # milestones: [30, 60]
+  # gamma: 0.1
+  # grad_clip: 5.0
+  # eval_batch_size: 512
+
+seed: 0
+out: {out}{out_pad}# run directory: checkpoints, metrics.jsonl, summary.json, report.html
+# threads: 2                      # CPU threads for PyTorch
+
+report: true                      # <out>/report.html with plots, at the end of the run
+tracking:                         # optional: pip install 'kdlab[track]'
+  tensorboard: false              # event files in <out>/tensorboard  ->  tensorboard --logdir runs
+  mlflow: null                    # e.g. runs/mlflow.db  ->  mlflow ui --backend-store-uri sqlite:///runs/mlflow.db
+  experiment: kdlab               # MLflow experiment name
+
+# Teacher-output cache (kdlab cache build): run the teacher once, reuse its outputs every epoch.
+# cache: runs/{data}-teacher-cache
+# cache_views: 8                  # augmented views per sample (needed with augmentation)
+# cache_topk: 10                  # keep only the top-k log-probabilities
+# cache_dtype: float16
+# cache_features: [pooled]        # teacher features to cache too, for feature methods
+"""
+
+TEACHER = """\
+teacher:
+  checkpoint: {checkpoint}{pad}# a kdlab checkpoint (best.safetensors + best.json)
+  # factory: mypackage.models:build      # or your own code: a function returning an nn.Module,
+  # weights: teacher.safetensors         #   its state dict (safetensors only, never pickles)
+  # options: {{num_classes: 10}}           #   and the function's keyword arguments
+  # features: {{pooled: avgpool}}          #   submodules whose outputs feature methods may use
+  # torchscript: teacher.pt              # or a TorchScript file (it holds a program: only files you trust)
+  # onnx: teacher.onnx                   # or a black box in ONNX Runtime (logit methods only)
+  # hf: models/my-classifier             # or a local Hugging Face transformers directory
+  # mean: [0.5]                          # the normalisation the teacher was trained with, per channel
+  # std: [0.25]                          #   on [0, 1] pixels; the student's inputs are converted to it
+"""
+
+
+def _pad(value: str, width: int) -> str:
+    return " " * max(1, width - len(value))
+
+
+def render(path: str = "kdlab.yaml", data: str = "digits", student: str = "mlp_tiny", teacher: str | None = None,
+           method: str = "kd", epochs: int = 20, out: str | None = None, with_teacher: bool = True) -> str:
+    from kdlab.cli.common import _yaml
+    from kdlab.data import list_datasets
+
+    teacher = teacher or f"runs/{data}-teacher/best"
+    out = out or f"runs/{data}-{student}-{method if with_teacher else 'alone'}"
+    if with_teacher:
+        block = TEACHER.format(checkpoint=_yaml(teacher), pad=_pad(_yaml(teacher), 27))
+        methods = ["  - {name: ce, weight: 0.1}", "  - {name: kd, weight: 0.9, T: 4.0}"] if method == "kd" else \
+            ["  - {name: ce, weight: 1.0}", f"  - {{name: {_yaml(method)}}}             # with its default weight"]
+    else:
+        block = "# " + TEACHER.format(checkpoint=_yaml(teacher), pad=_pad(_yaml(teacher), 27)).rstrip("\n").replace("\n", "\n# ")
+        methods = ["  - {name: ce}"]
+    teacher_dir = str(Path(teacher).parent)
+    return TEMPLATE.format(path=path, data=_yaml(data), data_pad=_pad(_yaml(data), 26), datasets=", ".join(list_datasets()),
+                           student=_yaml(student), student_pad=_pad(_yaml(student), 26), teacher_dir=teacher_dir,
+                           teacher_block=block, methods_block="\n".join(methods), epochs=epochs, out=_yaml(out),
+                           out_pad=_pad(_yaml(out), 29))
+
+
+@app.command()
+def init(path: str = typer.Argument("kdlab.yaml", help="file to write"),
+         data: str = typer.Option("digits", help="dataset name (kdlab datasets)"),
+         student: str = typer.Option("mlp_tiny", help="student model (kdlab models)"),
+         teacher: Optional[str] = typer.Option(None, help="teacher checkpoint (default runs/<data>-teacher/best)"),
+         method: str = typer.Option("kd", help="distillation method (kdlab methods)"),
+         epochs: int = typer.Option(20, min=1),
+         out: Optional[str] = typer.Option(None, help="run directory written into the config"),
+         no_teacher: bool = typer.Option(False, "--no-teacher", help="a config for training from labels alone"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")) -> None:
+    """Write a commented starter config: every section, the teacher sources, tracking and the
+    report, with the defaults filled in. It loads as it is; edit, then run it.
+
+    Examples:
+
+      kdlab init                         (writes kdlab.yaml: KD on digits)
+
+      kdlab init cifar.yaml --data cifar10 --student resnet8x4 --teacher runs/r32x4/best --method dkd
+
+      kdlab init teacher.yaml --no-teacher --student cnn_small && kdlab train teacher.yaml
+    """
+    import yaml
+
+    from kdlab.api import methods_from_config
+    from kdlab.config import load_config
+    from kdlab.data import DATASETS
+    from kdlab.errors import ConfigError
+    from kdlab.models import MODELS
+
+    p = Path(path)
+    if p.exists() and not force:
+        raise ConfigError(f"{p} exists; use --force to overwrite it")
+    DATASETS.get(data), MODELS.get(student)  # unknown names fail here, naming the nearest
+    text = render(str(p), data, student, teacher, method, epochs, out, with_teacher=not no_teacher)
+    methods_from_config(load_config(base=yaml.safe_load(text)))  # what we write must load, methods included
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    typer.echo(f"wrote {p}; next: kdlab {'train' if no_teacher else 'distill'} {p}")
