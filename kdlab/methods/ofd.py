@@ -30,8 +30,8 @@ def margin_from_stats(mean: Tensor, std: Tensor, min_prob: float = 1e-3) -> Tens
 def margin_from_feature(f: Tensor, min_prob: float = 1e-3) -> Tensor:
     """:func:`margin_from_stats` with each channel's mean and std over batch (and positions) of
     ``f`` (``[B, C, H, W]`` or ``[B, C]``), the teacher's pre-ReLU feature."""
-    x = f.detach().transpose(0, 1).flatten(1).double()
-    return margin_from_stats(x.mean(1), x.std(1, unbiased=False), min_prob)
+    x = f.detach().cpu().transpose(0, 1).flatten(1).double()  # float64 on CPU: not every backend has it
+    return margin_from_stats(x.mean(1), x.std(1, unbiased=False), min_prob).to(f.device)
 
 
 def ofd_loss(source: Tensor, target: Tensor, margin: Tensor) -> Tensor:
