@@ -35,6 +35,8 @@ class BenchConfig(BaseModel):
     teacher_train: TrainConfig = TrainConfig()
     student_train: TrainConfig = TrainConfig()
     ce_weight: float = 1.0  # CE weight beside each method, unless the method entry sets `ce`
+    threads: int | None = Field(None, ge=1)
+    report: bool = False  # an HTML report per run (off: a grid makes hundreds of runs)
 
 
 def load_bench(path: str | Path, overrides: list[str] | None = None) -> BenchConfig:
@@ -74,6 +76,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
     from kdlab.api import run
 
     out = Path(out)
+    common = {"data": cfg.data.model_dump(), "threads": cfg.threads, "report": cfg.report}
     records: list[dict[str, Any]] = []
     for pair in cfg.pairs:
         tag = f"{pair.teacher}-{pair.student}"
@@ -81,7 +84,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
         t_ckpt = pair.teacher_checkpoint or str(t_dir / "best")
         if pair.teacher_checkpoint is None and not (t_dir / "summary.json").is_file():
             log(f"[{tag}] training teacher {pair.teacher}")
-            tcfg = load_config(base={"data": cfg.data.model_dump(), "student": {"name": pair.teacher},
+            tcfg = load_config(base={**common, "student": {"name": pair.teacher},
                                      "methods": [{"name": "ce"}], "train": cfg.teacher_train.model_dump(),
                                      "seed": 0, "out": str(t_dir)})
             run(tcfg, command="train", progress=progress)
@@ -92,7 +95,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
                 r_dir = out / "runs" / tag / label.replace(" ", "_").replace("+", "-") / f"s{seed}"
                 if not (r_dir / "summary.json").is_file():
                     log(f"[{tag}] {label} seed {seed}")
-                    rc = load_config(base={"data": cfg.data.model_dump(), "student": {"name": pair.student},
+                    rc = load_config(base={**common, "student": {"name": pair.student},
                                            "teacher": {"checkpoint": t_ckpt} if needs_teacher else None,
                                            "methods": methods, "train": cfg.student_train.model_dump(),
                                            "seed": seed, "out": str(r_dir)})
