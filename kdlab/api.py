@@ -109,6 +109,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 def _as_teacher(teacher: Teacher | nn.Module | str | Path, data: DataSplits) -> Teacher:
     """A Teacher from a module, a kdlab checkpoint path, or anything already callable on a Batch."""
     if isinstance(teacher, (str, Path)):
+        from kdlab.teachers.external import source_of_path, teacher_from_path
+
+        if source_of_path(teacher):  # teacher.onnx, teacher.pt (TorchScript), a transformers directory
+            return teacher_from_path(teacher, data)
         module, meta = load_model(teacher)
         _check_classes(meta, data, str(teacher))
         transform = None

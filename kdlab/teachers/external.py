@@ -227,3 +227,27 @@ def check_teacher(teacher: Teacher, data: Any, where: str) -> None:
     if logits.dim() != 2 or logits.shape[1] != data.num_classes:
         raise IncompatibleError(f"{where} gives logits of shape {tuple(logits.shape)} but dataset {data.name!r} "
                                 f"has {data.num_classes} classes")
+
+
+def source_of_path(path: str | Path) -> str | None:
+    """Which external source a bare path is: ``onnx`` (``.onnx``), ``torchscript`` (``.pt``, ``.ts``,
+    ``.torchscript``), ``hf`` (a directory with ``config.json``); None for anything else (a kdlab checkpoint)."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        return "onnx"
+    if p.suffix in (".pt", ".ts", ".torchscript") and p.is_file():
+        return "torchscript"
+    if p.is_dir() and (p / "config.json").is_file():
+        return "hf"
+    return None
+
+
+def teacher_from_path(path: str | Path, data: Any) -> Teacher:
+    """``--teacher teacher.onnx`` / ``teacher.pt`` / ``hf_dir``: the matching external teacher."""
+    from types import SimpleNamespace
+
+    source = source_of_path(path)
+    if source is None:
+        raise ConfigError(f"{path} is not an ONNX file, a TorchScript file or a transformers directory")
+    fields = {s: None for s in SOURCES} | {"weights": None, "options": {}, "features": {}, "mean": None, "std": None}
+    return teacher_from_source(SimpleNamespace(**{**fields, source: str(path)}), data)

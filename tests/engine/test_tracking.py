@@ -10,6 +10,8 @@ from kdlab.data import load_data
 from kdlab.engine.tracking import Tracker, mlflow_uri, open_tracker
 from kdlab.errors import ConfigError
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy notices from inside MLflow
+
 
 @pytest.fixture(scope="module")
 def mlflow_template(tmp_path_factory):

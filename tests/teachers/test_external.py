@@ -184,3 +184,23 @@ def test_hugging_face_directory_teacher(digits, tmp_path):
     transformers.ViTModel(config).save_pretrained(str(tmp_path / "bare"))
     with pytest.raises(IncompatibleError, match="no classification head"):
         teacher_from_config(cfg(hf=str(tmp_path / "bare")), digits)
+
+
+def test_a_bare_path_picks_the_source(digits, factory, tmp_path):
+    """`--teacher teacher.onnx` / `teacher.pt` work where a kdlab checkpoint path does."""
+    from kdlab.api import _as_teacher
+    from kdlab.teachers.external import source_of_path
+    from kdlab.teachers.onnx import OnnxTeacher
+
+    model, _ = factory
+    _export_onnx(model, inputs(digits, 2), tmp_path / "t.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, inputs(digits, 2)).save(str(tmp_path / "t.pt"))
+    assert source_of_path(tmp_path / "t.onnx") == "onnx" and source_of_path(tmp_path / "t.pt") == "torchscript"
+    assert source_of_path(tmp_path / "run" / "best") is None
+    x = inputs(digits)
+    onnx_teacher = _as_teacher(str(tmp_path / "t.onnx"), digits)
+    assert isinstance(onnx_teacher, OnnxTeacher)
+    torch.testing.assert_close(onnx_teacher(Batch(x)).logits, model(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(_as_teacher(tmp_path / "t.pt", digits)(Batch(x)).logits, model(x), rtol=1e-5, atol=1e-5)
