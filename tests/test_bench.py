@@ -1,0 +1,29 @@
+import csv
+
+import pytest
+
+from kdlab.bench import load_bench, run_bench
+from kdlab.errors import ConfigError
+
+
+def test_bench_grid_writes_tables_and_resumes(tmp_path):
+    cfg = load_bench("configs/bench/digits_smoke.yaml", ["seeds=[0, 1]", "methods=[kd, at]",
+                                                          "student_train.epochs=1", "teacher_train.epochs=1"])
+    records = run_bench(cfg, tmp_path, log=lambda *_: None)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {(r["method"], r["seed"]) for r in rows} >= {("student alone", "0"), ("kd", "1"), ("at", "0")}
+    md = (tmp_path / "results.md").read_text()
+    assert "| teacher |" in md and "| student alone |" in md and "| kd |" in md and "±" in md
+    # a second call reuses finished runs (no retraining) and gives the same records
+    seen: list[str] = []
+    again = run_bench(cfg, tmp_path, log=seen.append)
+    assert seen == [] and again == records
+
+
+def test_bench_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_bench(tmp_path / "none.yaml")
+    bad = tmp_path / "b.yaml"
+    bad.write_text("pairs: []\nmethods: [kd]\n")
+    with pytest.raises(ConfigError, match="pairs"):
+        load_bench(bad)
