@@ -138,6 +138,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
         msg = str(e)
         if "WeightsUnpickler error" in msg or "Weights only load failed" in msg:
             detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if "WeightsUnpickler error:" in msg else ""
+            detail = detail.split(". ", 1)[0]  # drop torch's advice on allow-listing globals
             raise CheckpointError(f"refusing to load {path}: not a training state of plain tensors and data "
                                   f"({detail or 'weights-only unpickling failed'}); nothing in it was run") from None
         first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__

@@ -88,7 +88,7 @@ def train_step(trainable: nn.Module, batch: Batch, optimizer: torch.optim.Optimi
     loss = sum(terms.values())
     if not torch.isfinite(loss):
         bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "loss")
-        raise NonFiniteLossError(f"non-finite loss at step {step}: term {bad!r} = {float(terms.get(bad, loss))}")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: term {bad!r} = {float(terms.get(bad, loss).detach())}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
