@@ -284,6 +284,10 @@ def _fmt(v: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
+    def present(v: Any) -> bool:
+        return v is not None and v != "" and not (isinstance(v, float) and not math.isfinite(v))
+
+    cols = [(k, t) for k, t in cols if any(present(r.get(k)) for r in rows)]  # drop empty columns
     head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k, ''))}</td>" for k, _ in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

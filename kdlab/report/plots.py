@@ -185,15 +185,18 @@ def tradeoff(rows: Sequence[dict[str, Any]]):
     fig = _figure(9.0, 3.8)
     ax1, ax2 = fig.subplots(1, 2, sharey=True)
     for ax, key, xlabel in ((ax1, "params", "parameters"), (ax2, "latency_b1_ms", "CPU latency, batch 1 (ms)")):
+        xs = []
         for r in rows:
             x, acc = r.get(key), r.get("acc")
             if not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0 or acc is None:
                 continue
+            xs.append(x)
             kind = r.get("kind") or _kind(r["name"])
             ax.scatter([x], [100 * acc], s=60, color=COLORS.get(kind, "#9467bd"), edgecolor="black", zorder=3)
             ax.annotate(r["name"], (x, 100 * acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        if xs and max(xs) / min(xs) >= 30:  # log scale only when the models differ by orders of magnitude
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, which="both")
         ax.margins(x=0.25, y=0.15)
