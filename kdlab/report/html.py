@@ -70,10 +70,13 @@ def _read_json(p: Path) -> Any:
 @torch.no_grad()
 def teacher_logits(teacher: Any, split: Any, batch_size: int = 512) -> Tensor:
     """Logits ``[N, C]`` of a Teacher (anything called on a Batch) over a Split."""
+    module = _module_of(teacher)
+    device = next((q.device for q in module.parameters()), torch.device("cpu")) if module is not None else torch.device("cpu")
     outs = []
     for start in range(0, len(split), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split)))
-        outs.append(teacher(Batch(split.gather(idx))).logits.float().cpu())  # no index: caches answer train ids only
+        x = split.gather(idx).to(device)  # a teacher left on an accelerator gets its inputs there
+        outs.append(teacher(Batch(x)).logits.float().cpu())  # no index: caches answer train ids only
     return torch.cat(outs)
 
 
