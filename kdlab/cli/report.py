@@ -25,7 +25,14 @@ def report(run_dir: str = typer.Argument(..., help="a run directory (holds metri
 
       kdlab report runs/kd --baseline runs/alone --teacher runs/teacher/best
     """
+    from pathlib import Path
+
+    from kdlab.errors import ConfigError
     from kdlab.report import write_report
 
+    if baseline is not None and not (Path(baseline) / "metrics.jsonl").is_file():
+        raise ConfigError(f"--baseline {baseline} is not a run directory (no metrics.jsonl)")
+    if compare is not None and not Path(compare).is_file():
+        raise ConfigError(f"--compare {compare} not found")
     path = write_report(run_dir, baseline=baseline, teacher=teacher, compare=compare, measure=not no_measure, out=out)
     typer.echo(f"report: {path}")

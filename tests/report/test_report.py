@@ -68,6 +68,8 @@ def test_report_command_rebuilds_with_a_baseline_and_compare_json(runs, tmp_path
     html = out.read_text()
     assert "against student alone (alone)" in html and f"source: {cmp}" in html
     assert len(_images(html)) == 6 and (out.parent / "plots" / "tradeoff.png").is_file()
+    res = CliRunner().invoke(app, ["report", str(runs / "kd"), "--baseline", str(tmp_path / "nope")])
+    assert "is not a run directory" in str(res.exception)
     res = CliRunner().invoke(app, ["report", "--help"])
     assert "kdlab report runs/kd --baseline runs/alone" in res.output
 
