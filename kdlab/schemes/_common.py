@@ -98,6 +98,13 @@ def teacher_metrics(teacher: Teacher | nn.Module, data: DataSplits, split: str =
     return classification_metrics(teacher_logits(teacher, s), s.y, data.num_classes)
 
 
+def teacher_acc(teacher: Teacher | nn.Module, data: DataSplits, split: str = "test") -> float | None:
+    """Test accuracy of a teacher, or None for one that only answers for training-split ids."""
+    if getattr(teacher, "train_split_only", False):
+        return None
+    return teacher_metrics(teacher, data, split)["acc"]
+
+
 def as_teacher(teacher: Any, data: DataSplits) -> Teacher:
     return _as_teacher(teacher, data)
 

@@ -23,7 +23,7 @@ from kdlab.engine.distiller import Distiller
 from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.methods import create_method
 from kdlab.schemes._common import (as_teacher, check_classes, finish, is_model_name, make_model, model_name, restrict,
-                                   schedule, sub_dir, teacher_metrics)
+                                   schedule, sub_dir, teacher_acc)
 from kdlab.teachers.frozen import FrozenTeacher
 
 COMBINE = ("concat", "logprob")
@@ -61,6 +61,10 @@ class UnionTeacher:
         self.parts: list[tuple[Teacher, Tensor]] = [
             (FrozenTeacher(t) if isinstance(t, nn.Module) else t, torch.tensor(c)) for (t, _), c in zip(parts, lists)]
         self.num_classes, self.combine = num_classes, combine
+
+    @property
+    def train_split_only(self) -> bool:
+        return any(getattr(t, "train_split_only", False) for t, _ in self.parts)
 
     def __call__(self, batch: Batch) -> Outputs:
         z: Tensor | None = None
@@ -118,11 +122,11 @@ def amalgamate(teachers: Sequence[str | nn.Module | Teacher], classes: Sequence[
             acc = tr.test["acc"]
         else:
             tt = t if isinstance(t, nn.Module) or not isinstance(t, str) else as_teacher(t, sub)
-            acc = teacher_metrics(tt, sub)["acc"]
+            acc = teacher_acc(tt, sub)
         parts.append((tt, list(cls)))
         rows.append({"model": model_name(t), "classes": list(cls), "test_acc_own_classes": acc})
     union = UnionTeacher(parts, d.num_classes, combine)
-    union_acc = teacher_metrics(union, d)["acc"]
+    union_acc = teacher_acc(union, d)
     unlabeled = replace(d, train=replace(d.train, y=None))
     trainable = Distiller(make_model(student, d, seed), union, [create_method("kd", weight=1.0, T=T)])
     r = finish(trainable, unlabeled, schedule(epochs, train_options), seed=seed, progress=progress,

@@ -13,7 +13,7 @@ from kdlab.api import Result, distill, get_data, train
 from kdlab.core import Teacher
 from kdlab.data import DataSplits
 from kdlab.errors import ConfigError
-from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_metrics
+from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_acc
 
 
 def teacher_assistant(teacher: str | nn.Module | Teacher, assistants: str | nn.Module | Sequence[str | nn.Module],
@@ -48,7 +48,7 @@ def teacher_assistant(teacher: str | nn.Module | Teacher, assistants: str | nn.M
     else:
         t = as_teacher(teacher, d)
         chain.append({"role": "teacher", "model": model_name(getattr(t, "module", teacher)),
-                      "test_acc": teacher_metrics(t, d)["acc"]})
+                      "test_acc": teacher_acc(t, d)})
     first = t
     for i, a in enumerate(chain_models):
         ra = distill(t, a, d, out=sub_dir(out, f"assistant{i}"), **opts)

@@ -28,7 +28,7 @@ from kdlab.api import Result, distill, get_data, train
 from kdlab.core import Batch, Outputs, Teacher
 from kdlab.data import DataSplits, Split
 from kdlab.errors import ConfigError
-from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_metrics
+from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_acc
 from kdlab.teachers.from_file import FileTeacher, save_outputs
 from kdlab.teachers.frozen import FrozenTeacher
 
@@ -99,6 +99,8 @@ class PairedTeacher:
     """A teacher that sees its own view of each sample: ``Batch.index`` selects rows of ``views``
     (a split of the teacher's modality aligned by id with the student's training split)."""
 
+    train_split_only = True  # ids index the training split's views
+
     def __init__(self, teacher: Teacher | nn.Module, views: Split) -> None:
         self.teacher = FrozenTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         self.views = views
@@ -157,7 +159,7 @@ def cross_modal(teacher: str | nn.Module | Teacher | Path, student: str | nn.Mod
             t_acc = rt.test["acc"]
         else:
             module = as_teacher(teacher, tdata)
-            t_acc = teacher_metrics(module, tdata)["acc"]
+            t_acc = teacher_acc(module, tdata)
         tt = PairedTeacher(module, tdata.train)
         tname = model_name(teacher)
     saved = None if save_teacher_outputs is None else str(save_outputs(tt, d.train, save_teacher_outputs))

@@ -25,7 +25,7 @@ from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.evaluate.metrics import predict
 from kdlab.methods._common import kl_div_soft
 from kdlab.models.contract import as_outputs
-from kdlab.schemes._common import check_classes, finish, is_model_name, make_model, restrict, schedule, sub_dir
+from kdlab.schemes._common import check_classes, finish, is_model_name, restrict, schedule, sub_dir
 from kdlab.teachers.frozen import FrozenTeacher
 
 

@@ -12,7 +12,7 @@ from kdlab.api import Result, distill, get_data, train
 from kdlab.core import Teacher
 from kdlab.data import DataSplits
 from kdlab.errors import ConfigError
-from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_metrics
+from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_acc
 from kdlab.teachers.ensemble import EnsembleTeacher
 
 
@@ -31,7 +31,8 @@ def multi_teacher(teachers: Sequence[str | nn.Module | Teacher], student: str | 
     ``logits_from=[0], features_from=[1]``).
 
     ``Result.extra``: ``teachers`` (each teacher's test accuracy) and ``ensemble_acc`` (the combined
-    teacher's test accuracy; for ``random`` mode, of one random draw per evaluation batch).
+    teacher's test accuracy; for ``random`` mode, of one random draw per evaluation batch). Both are
+    None for teachers read from files, which answer for training samples only.
 
         r = multi_teacher(["cnn_small", "cnn_medium"], "cnn_tiny", "fashion-mnist", mode="confidence")
     """
@@ -49,10 +50,10 @@ def multi_teacher(teachers: Sequence[str | nn.Module | Teacher], student: str | 
         else:
             tt = as_teacher(t, d)
             built.append(tt)
-            rows.append({"model": model_name(getattr(tt, "module", t)), "test_acc": teacher_metrics(tt, d)["acc"]})
+            rows.append({"model": model_name(getattr(tt, "module", t)), "test_acc": teacher_acc(tt, d)})
     ens = EnsembleTeacher(built, mode=mode, weights=weights, combine=combine, logits_from=logits_from,
                           features_from=features_from, seed=seed)
-    ens_acc = teacher_metrics(ens, d)["acc"]
+    ens_acc = teacher_acc(ens, d)
     r = distill(ens, student, d, method=method, alpha=alpha, T=T, epochs=epochs, seed=seed, out=sub_dir(out, "student"),
                 progress=progress, **train_options)
     r.extra.update(teachers=rows, ensemble_acc=ens_acc, mode=mode)

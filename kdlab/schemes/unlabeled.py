@@ -25,7 +25,7 @@ from kdlab.engine.distiller import Distiller
 from kdlab.errors import ConfigError
 from kdlab.methods import create_method
 from kdlab.schemes._common import (as_teacher, finish, is_model_name, logit_method, make_model, schedule,
-                                   stratified_indices, sub_dir, teacher_metrics)
+                                   stratified_indices, sub_dir, teacher_acc)
 
 
 class MixedLoader:
@@ -104,7 +104,7 @@ def unlabeled(teacher: str | nn.Module | Teacher, student: str | nn.Module, data
         t_acc = rt.test["acc"]
     else:
         t = as_teacher(teacher, d)
-        t_acc = teacher_metrics(t, d)["acc"]
+        t_acc = teacher_acc(t, d)
     both = replace(lab, train=replace(d.train, y=None))  # only for DataInfo (num_train) in prepare
     methods = [create_method("ce", weight=1 - alpha), logit_method(method, alpha, T)]
     trainable = Distiller(make_model(student, d, seed), as_teacher(t, d), methods)

@@ -2,7 +2,7 @@
 and optionally different kinds of knowledge from different teachers."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,11 @@ class EnsembleTeacher:
         ent = -(p * p.clamp_min(1e-12).log()).sum(-1)  # [B, K]
         return (-ent / self.tau).softmax(1)
 
+    @property
+    def train_split_only(self) -> bool:
+        """True when a member answers only for training-split ids (e.g. a file teacher)."""
+        return any(getattr(t, "train_split_only", False) for t in self.teachers)
+
     def draw(self) -> int:
         """Position (in ``logits_from``) of a randomly drawn teacher, for mode ``random``."""
         K = len(self.logits_from)
@@ -139,9 +144,4 @@ class EnsembleTeacher:
 
     def __repr__(self) -> str:
         return f"EnsembleTeacher({len(self.teachers)} teachers, mode={self.mode!r}, combine={self.combine!r})"
-
-
-def describe(mode: str) -> str:
-    return {"mean": "average", "weights": "fixed weights", "confidence": "per-sample, ∝ top-class probability",
-            "entropy": "per-sample, softmax of −entropy", "random": "one random teacher per iteration"}[mode]
 

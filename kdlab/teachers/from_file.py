@@ -25,7 +25,13 @@ from kdlab.errors import CheckpointError, IncompatibleError
 
 
 class FileTeacher:
-    """Teacher answering ``Batch.index`` lookups from a ``.npy``/``.npz`` file of logits."""
+    """Teacher answering ``Batch.index`` lookups from a ``.npy``/``.npz`` file of logits.
+
+    It answers for the ids of the split the file was made for (the training split) only, so it
+    cannot be evaluated on validation or test data: ``train_split_only`` says so.
+    """
+
+    train_split_only = True
 
     def __init__(self, path: str | Path) -> None:
         p = Path(path)

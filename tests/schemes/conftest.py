@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from kdlab.core import Batch
 from kdlab.data import Loader, load_data
 
 FAST = {"batch_size": 64}

@@ -66,3 +66,14 @@ def test_cross_modal_then_black_box_from_the_saved_outputs(digits, tmp_path):
     rb = cross_modal(tmp_path / "t.npz", "mlp_tiny", digits, student_view="full", alpha=1.0, epochs=2, **FAST)
     assert rb.extra["teacher_acc"] is None and rb.test["acc"] > 0.3
     assert "train_ce" not in rb.history[-1] or rb.history[-1]["train_ce"] == 0  # outputs alone
+
+
+def test_teachers_bound_to_training_ids_are_not_evaluated_on_test(digits, tmp_path):
+    from kdlab.schemes._common import teacher_acc
+    from kdlab.teachers.ensemble import EnsembleTeacher
+
+    ft = FileTeacher(save_outputs(Echo(), digits.train, tmp_path / "t.npz"))
+    assert teacher_acc(ft, digits) is None
+    assert teacher_acc(EnsembleTeacher([ft, Echo()]), digits) is None
+    assert teacher_acc(PairedTeacher(Echo(), digits.train), digits) is None
+    assert teacher_acc(Echo(), digits) is not None
