@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test teacher clean
+.PHONY: setup setup-test data browser demo test teacher clean
 
 setup: $(VENV)/.installed
 
@@ -13,8 +13,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e .
 	touch $@
+
+# the tests also exercise TensorBoard, MLflow and transformers against the real libraries
+setup-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,track,hf]'
+	touch $@
+
+# Debian's Chromium renders the HTML report in a test (skipped where it cannot be installed)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || echo "chromium not installed: the report rendering test will skip"; \
+	else echo "chromium not available: the report rendering test will skip"; fi
 
 # Debian ships Fashion-MNIST as IDX files; elsewhere point KDLAB_DATA at a directory holding them.
 data:
@@ -28,8 +43,8 @@ data:
 demo: setup data
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/kdlab demo
 
-test: setup data
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+test: setup-test data browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).
 teacher: setup data
