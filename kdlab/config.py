@@ -143,7 +143,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} has an empty key")
     try:
         parsed = yaml.safe_load(value) if value != "" else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):  # e.g. an impossible date: a string
         parsed = value
     return key.split("."), parsed
 
@@ -186,8 +186,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} not found")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except (ValueError, OverflowError, RecursionError) as e:  # values the YAML loader cannot build
+            raise ConfigError(f"{p}: not valid YAML ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
         raw = _merge(raw, loaded)
