@@ -49,6 +49,8 @@ test: setup-test data browser
 # Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).
 teacher: setup data
 	$(BIN)/kdlab train configs/fmnist_teacher.yaml
+	cp runs/fmnist-teacher/best.safetensors kdlab/assets/fmnist_teacher.safetensors
+	cp runs/fmnist-teacher/best.json kdlab/assets/fmnist_teacher.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -28,6 +28,12 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """``write(tmp_path)`` then fsync and rename over ``path``: readers see the old or the new file."""
     path = Path(path)
@@ -38,6 +44,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
