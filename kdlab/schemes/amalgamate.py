@@ -4,9 +4,10 @@ distilled into one student that predicts the union of their classes, without any
 Each teacher's logits are placed at its classes' positions in the union label space
 (:class:`UnionTeacher`); the student is trained by KD alone on the union's training images, with
 ``Batch.targets`` None. Teachers never saw each other's classes, so how their scores are put side
-by side matters: ``concat`` keeps raw logits (a teacher facing an image from another teacher's
-classes tends to answer with smaller logits), ``logprob`` puts each teacher's log-probabilities side
-by side (every teacher then carries the same total mass).
+by side matters: ``concat`` keeps raw logits, which is exactly a mixture of the teachers'
+distributions weighted by softmax_k(logsumexp of teacher k's logits), the energy score that tends to
+be higher for a teacher's own kind of image; ``logprob`` puts each teacher's log-probabilities side by
+side, a mixture with equal weight on every teacher.
 """
 from __future__ import annotations
 
