@@ -1,30 +1,19 @@
-"""Distillation schemes: ways of arranging teachers and students, each a function that builds a
-trainable and calls :func:`kdlab.engine.loop.fit`.
+"""Distillation schemes: ways of arranging teachers and students, one module each, each a function
+that builds a trainable and calls :func:`kdlab.engine.loop.fit` (directly or through
+:func:`kdlab.train` / :func:`kdlab.distill`)::
 
-    from kdlab.schemes import mutual, byot, teacher_assistant
+    from kdlab.schemes.mutual import mutual                  # deep mutual learning (Cohort)
+    from kdlab.schemes.self_distill import byot, born_again, snapshot_distill
+    from kdlab.schemes.assistant import teacher_assistant
+    from kdlab.schemes.multi_teacher import multi_teacher    # kdlab.teachers.EnsembleTeacher
+    from kdlab.schemes.amalgamate import amalgamate          # UnionTeacher
+    from kdlab.schemes.unlabeled import unlabeled            # MixedLoader
+    from kdlab.schemes.lifelong import lifelong              # LwF
+    from kdlab.schemes.cross_modal import cross_modal        # view_data, PairedTeacher; kdlab.teachers.FileTeacher
+
     r = mutual(["cnn_tiny", "cnn_small"], "digits", epochs=5)
+
+Each returns a :class:`kdlab.api.Result`; what the scheme measured besides the student's test
+metrics is in ``Result.extra``. The package does not re-export the functions: several share their
+module's name.
 """
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
-_WHERE = {
-    "mutual": "mutual", "Cohort": "mutual",
-    "byot": "self_distill", "born_again": "self_distill", "snapshot_distill": "self_distill",
-    "SelfDistiller": "self_distill", "SnapshotDistiller": "self_distill",
-    "teacher_assistant": "assistant",
-    "multi_teacher": "multi_teacher",
-    "amalgamate": "amalgamate", "UnionTeacher": "amalgamate",
-    "unlabeled": "unlabeled", "MixedLoader": "unlabeled",
-    "lifelong": "lifelong", "LwF": "lifelong",
-    "cross_modal": "cross_modal", "PairedTeacher": "cross_modal", "view_data": "cross_modal",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"kdlab.schemes.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'kdlab.schemes' has no attribute {name!r}")
