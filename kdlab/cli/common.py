@@ -15,6 +15,9 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 def split_args(config: str | None, extra: list[str]) -> tuple[str | None, list[str]]:
     """The first positional may be a YAML file or already an override."""
     overrides = list(extra)
+    for a in ([config] if config else []) + overrides:
+        if a.startswith("-"):
+            raise ConfigError(f"unknown option {a.split('=')[0]!r} (see --help)")
     if config is not None and "=" in config:
         overrides.insert(0, config)
         config = None
