@@ -22,7 +22,8 @@ overwritten.
 Reading maps the files and gathers rows on demand. Pages of a file mapping that the process has
 touched count towards its resident set, so a reader over a store larger than ``max_resident``
 bytes drops its mapped pages (``madvise(MADV_DONTNEED)``; the kernel's page cache keeps them)
-whenever it may have touched that many bytes since the last drop. This module knows nothing
+whenever it may have touched that many bytes since the last drop (counting, per row read, the
+64 KiB windows the kernel maps around a page fault: an upper bound). This module knows nothing
 about teachers or models.
 """
 from __future__ import annotations
@@ -45,6 +46,9 @@ FORMAT = "kdlab-teacher-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 _PAGE = mmap.PAGESIZE
+# A page fault on a file mapping also maps the neighbouring pages already in the page cache
+# ("fault-around", 64 KiB by default), so one row read can make up to that much resident.
+_FAULT_AROUND = max(_PAGE, 64 << 10)
 DTYPES = ("float32", "float16", "int16", "int32", "int64", "uint8")
 
 
@@ -271,6 +275,9 @@ class Store:
             except ValueError as e:
                 raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} has no valid .npy header ({e})") from None
             offset = fh.tell()
+            if dtype.hasobject or dtype.name not in DTYPES:  # never an object (pickled) array
+                raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} header has dtype {dtype}, not one "
+                                      f"of {', '.join(DTYPES)}")
             if list(shape) != list(a["shape"]) or fortran or dtype != np.dtype(a["dtype"]):
                 raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} header {shape} {dtype} does not "
                                       f"match the manifest {a['shape']} {a['dtype']}")
@@ -306,7 +313,7 @@ class Store:
         if self.max_resident is not None and self.total_bytes > self.max_resident:
             for n in names:
                 rb = self.arrays[n].itemsize * int(np.prod(self.arrays[n].shape[1:], dtype=np.int64))
-                self._touched += len(rows) * (-(-rb // _PAGE) + 1) * _PAGE  # pages a row may span
+                self._touched += len(rows) * (-(-rb // _FAULT_AROUND) + 1) * _FAULT_AROUND  # an upper bound
             if self._touched >= self.max_resident:
                 self.release()
         return out

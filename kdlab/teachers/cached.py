@@ -49,8 +49,6 @@ AUGMENT_NEEDS_VIEWS = (
     "from; with fresh random crops every epoch the student would be matched to soft labels of inputs it "
     "never sees. Set cache_views=N to cache N augmented views per sample (epoch e trains on view e % N, "
     "exactly the input the teacher saw), or turn augmentation off (data.augment=false).")
-# manifest keys that must agree for a cache to serve a run (the augmentation seed need not: the
-# student's loader takes the cache's seed)
 
 
 # ---------------------------------------------------------------- identity of a teacher and of data
@@ -410,9 +408,18 @@ def cache_for_run(cfg: Any, data: DataSplits, teacher: Teacher | None,
         if log:
             log(f"cache_views={views} ignored: augmentation is off, so every view is the same input")
         views = 1
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 checks, builds or rebuilds the cache first
     ct = ensure_cache(cfg.cache, teacher, data, views=views, k=cfg.cache_topk, dtype=cfg.cache_dtype,
-                      features=cfg.cache_features, batch_size=max(256, cfg.train.eval_batch_size), log=log)
-    return ct, cache_loader(data, ct, cfg.train.batch_size, seed=cfg.seed)
+                      features=cfg.cache_features, batch_size=max(256, cfg.train.eval_batch_size),
+                      log=log if rank == 0 else None, verify=rank == 0)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+    # like fit's own loader: train.batch_size is the global batch, each rank reads its share
+    return ct, cache_loader(data, ct, cfg.train.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
 
 
 def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:

@@ -261,6 +261,35 @@ def test_reader_releases_pages_and_still_reads(tmp_path):
     s.close()
 
 
+def _rss_file_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_reader_keeps_resident_memory_bounded(tmp_path):
+    rows, width = 16384, 1024  # 64 MiB of float32
+    with StoreWriter(tmp_path / "s", rows, 1, [ArraySpec("a", (width,), "float32")]) as w:
+        for s0 in range(0, rows, 4096):
+            idx = np.arange(s0, s0 + 4096)
+            w.write(idx, np.zeros_like(idx), {"a": np.full((4096, width), s0, dtype=np.float32)})
+        w.commit()
+    order = np.random.default_rng(0).permutation(rows)
+    growth = {}
+    for name, limit in (("bounded", 8 << 20), ("unbounded", None)):
+        s = Store(tmp_path / "s", verify=False, max_resident=limit)
+        before = _rss_file_mb()
+        peak = before
+        for i in range(0, rows, 256):
+            s.read(order[i:i + 256], np.zeros(256, dtype=np.int64))
+            peak = max(peak, _rss_file_mb())
+        growth[name] = peak - before
+        s.close()
+    assert growth["unbounded"] > 48  # the measurement sees the mapped pages...
+    assert growth["bounded"] < 24  # ...and the reader drops them (8 MiB allowed, plus one read's worth)
+
+
 def test_run_with_cache_matches_live_teacher_and_reuses_it(plain, tmp_path):
     from kdlab.api import run
 
