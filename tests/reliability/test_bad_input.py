@@ -93,7 +93,6 @@ CASES = {
     "typo": (["train", *DIGITS, "train.epoch=3"], "did you mean 'train.epochs'"),
     "negative lr": (["train", *DIGITS, "train.lr=-1"], "bad value for 'train.lr'"),
     "zero epochs": (["train", "--data", "digits", "--epochs", "0"], "bad value for 'train.epochs'"),
-    "epochs not a number": (["train", "--data", "digits", "--epochs", "abc"], "Invalid value for '--epochs'"),
     "batch not a number": (["train", *DIGITS, "train.batch_size=abc"], "bad value for 'train.batch_size'"),
     "val fraction": (["train", *DIGITS, "data.val_fraction=1.5"], "bad value for 'data.val_fraction'"),
     "threads": (["train", *DIGITS, "threads=0"], "bad value for 'threads'"),
@@ -110,7 +109,12 @@ CASES = {
                      "model 'mlp_tiny' has no option 'foo'"),
     "model option value": (["train", "--model", "mlp", *DIGITS, "student.options.hidden=abc"],
                            "model 'mlp' cannot be built"),
+}
+# flag parsing is typer's: its usage message (several lines: usage, hint, the error), exit 2, no traceback
+USAGE = {
+    "epochs not a number": (["train", "--data", "digits", "--epochs", "abc"], "'--epochs'"),
     "stray argument": (["eval", "t/best", "data.root=x"], "unexpected extra argument"),
+    "unknown command": (["distil"], "No such command 'distil'"),
 }
 
 
@@ -129,6 +133,17 @@ def test_user_error_is_one_line_exit_2(case, files, monkeypatch, capsys):
     assert needle in err, err
     shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
     assert not shown, [str(w.message) for w in shown]  # a warning would be a second line on stderr
+
+
+@pytest.mark.parametrize("case", list(USAGE))
+def test_usage_error_exit_2(case, files, monkeypatch, capsys):
+    args, needle = USAGE[case]
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "argv", ["kdlab", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and "Traceback" not in err, err
 
 
 def test_real_process_wrong_input_size(files):

@@ -14,13 +14,11 @@ import pickle
 import signal
 import struct
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, event, example, given, settings
