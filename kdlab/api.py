@@ -277,12 +277,14 @@ def train(model: str | nn.Module, data: str | DataSplits, *, epochs: int = 10, s
 def distill(teacher: Teacher | nn.Module | str | Path, student: str | nn.Module, data: str | DataSplits, *,
             method: str | Sequence[str | dict[str, Any]] = "kd", alpha: float | None = 0.9, T: float | None = None,
             epochs: int = 10, seed: int = 0, out: str | None = None, save: bool = False, progress: bool = False,
-            **train_options: Any) -> Result:
+            cache: str | None = None, **train_options: Any) -> Result:
     """Distill ``teacher`` into ``student`` on ``data``.
 
     method: a name (``"kd"``), ``"kd+fitnet"``, or a list of names / ``{"name": ..., **hyperparameters}``.
     alpha:  Hinton's mix: the first logit method gets weight α and cross-entropy 1 − α. ``None``
             keeps each method's own default weight and CE at 1.
+    cache:  a teacher-output cache directory: built on first use, reused while it matches the
+            teacher and data, rebuilt when stale (see docs/cache.md).
     """
     d = get_data(data, seed=seed)
     items = method.split("+") if isinstance(method, str) else list(method)
@@ -297,5 +299,7 @@ def distill(teacher: Teacher | nn.Module | str | Path, student: str | nn.Module,
         methods[0].setdefault("T", T)
     sname = student if isinstance(student, str) else (getattr(student, "kdlab_spec", {}) or {}).get("name", type(student).__name__)
     cfg = _config(d, sname, [{"name": "ce", "weight": ce}, *methods], epochs, seed, out, train_options)
+    if cache is not None:
+        cfg.cache = str(cache)
     return run(cfg, command="distill", data=d, student=None if isinstance(student, str) else student,
                teacher=_as_teacher(teacher, d), progress=progress, save=save or out is not None)

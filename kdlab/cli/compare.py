@@ -36,16 +36,10 @@ def compare(teacher: str = typer.Option(..., help="teacher checkpoint"),
             raise ConfigError(f"--student {item!r} must be NAME=CHECKPOINT")
         name, path = item.split("=", 1)
         models[name] = load_model(path)
-    rows = []
     # each model is evaluated with the normalisation it was trained with
-    for name, (m, meta) in models.items():
-        dd = d
-        if "mean" in meta and len(d.input_shape) == 3:
-            dd = replace(d, test=replace(d.test, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"])))
-        rows += measure({name: m}, dd)
-    ref = rows[0].latency_b256_ms
-    for r in rows:
-        r.speedup = ref / r.latency_b256_ms
+    splits = {name: replace(d.test, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+              for name, (_, meta) in models.items() if "mean" in meta and len(d.input_shape) == 3}
+    rows = measure({name: m for name, (m, _) in models.items()}, d, splits=splits)
     print_table(rows, f"{d.name} test set ({len(d.test)} samples)")
     if out:
         save_table(rows, out)

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from kdlab.data import DataSplits
-from kdlab.evaluate.cost import count_flops, count_params, latency_ms, size_on_disk_bytes
+from kdlab.evaluate.cost import count_flops, count_params, interleaved_latency_ms, size_on_disk_bytes
 from kdlab.evaluate.metrics import classification_metrics, predict
 
 
@@ -30,23 +30,26 @@ class Row:
         return dict(self.__dict__)
 
 
-def measure(name: str, model: nn.Module, data: DataSplits, split: str = "test", latency: bool = True) -> Row:
-    s = getattr(data, split)
-    m = classification_metrics(predict(model, s), s.y, data.num_classes)
+def compare(models: dict[str, nn.Module], data: DataSplits, reference: str | None = None, latency: bool = True,
+            splits: dict[str, object] | None = None) -> list[Row]:
+    """Measure every model on the test split (``splits[name]`` overrides it, e.g. a split with the
+    model's own normalisation). Latency is timed round-robin across the models; speed-up is
+    relative to ``reference`` (default: the first, the teacher) at batch 256."""
     shape = data.input_shape
-    return Row(name, m["acc"], m["precision"], m["recall"], m["f1"], count_params(model),
-               count_flops(model, shape) / 1e6,
-               latency_ms(model, shape, 1, repeats=30) if latency else float("nan"),
-               latency_ms(model, shape, 256, repeats=7) if latency else float("nan"),
-               size_on_disk_bytes(model) / 1024)
-
-
-def compare(models: dict[str, nn.Module], data: DataSplits, reference: str | None = None, latency: bool = True) -> list[Row]:
-    """Measure every model; speed-up is relative to ``reference`` (default: the first, the teacher)."""
-    rows = [measure(n, m, data, latency=latency) for n, m in models.items()]
+    rows = []
+    for name, model in models.items():
+        s = (splits or {}).get(name) or data.test
+        m = classification_metrics(predict(model, s), s.y, data.num_classes)
+        rows.append(Row(name, m["acc"], m["precision"], m["recall"], m["f1"], count_params(model),
+                        count_flops(model, shape) / 1e6, float("nan"), float("nan"), size_on_disk_bytes(model) / 1024))
+    if latency:
+        mods = list(models.values())
+        for r, b1, b256 in zip(rows, interleaved_latency_ms(mods, shape, 1, rounds=30),
+                               interleaved_latency_ms(mods, shape, 256, rounds=9)):
+            r.latency_b1_ms, r.latency_b256_ms = b1, b256
     ref = next((r for r in rows if r.name == reference), rows[0])
     for r in rows:
-        r.speedup = ref.latency_b256_ms / r.latency_b256_ms if r.latency_b256_ms == r.latency_b256_ms and r.latency_b256_ms > 0 else float("nan")
+        r.speedup = ref.latency_b256_ms / r.latency_b256_ms if latency and r.latency_b256_ms > 0 else float("nan")
     return rows
 
 

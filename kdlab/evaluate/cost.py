@@ -53,3 +53,29 @@ def size_on_disk_bytes(model: nn.Module) -> int:
     from safetensors.torch import save
 
     return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
+@torch.no_grad()
+def interleaved_latency_ms(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int = 1,
+                           rounds: int = 15, warmup: int = 2, max_seconds: float = 10.0) -> list[float]:
+    """Median forward time of each model, timed round-robin (one call per model per round) so
+    that load from other processes on shared cores falls on every model alike."""
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+    x = torch.randn(batch_size, *input_shape)
+    for m in models:
+        for _ in range(warmup):
+            m(x)
+    times: list[list[float]] = [[] for _ in models]
+    deadline = time.perf_counter() + max_seconds
+    for r in range(rounds):
+        for i, m in enumerate(models):
+            t = time.perf_counter()
+            m(x)
+            times[i].append((time.perf_counter() - t) * 1000)
+        if r >= 2 and time.perf_counter() > deadline:
+            break
+    for m, w in zip(models, was):
+        m.train(w)
+    return [statistics.median(t) for t in times]
