@@ -72,7 +72,9 @@ def _method_entries(spec: str | dict[str, Any], ce_default: float) -> tuple[str,
     return label, [{"name": "ce", "weight": ce}, *items]
 
 
-def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print) -> list[dict[str, Any]]:
+def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print,
+              only_finished: bool = False) -> list[dict[str, Any]]:
+    """Run the grid (or, with ``only_finished``, just tabulate the runs already finished)."""
     from kdlab.api import run
 
     out = Path(out)
@@ -82,7 +84,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
         tag = f"{pair.teacher}-{pair.student}"
         t_dir = out / "runs" / tag / "teacher"
         t_ckpt = pair.teacher_checkpoint or str(t_dir / "best")
-        if pair.teacher_checkpoint is None and not (t_dir / "summary.json").is_file():
+        if pair.teacher_checkpoint is None and not (t_dir / "summary.json").is_file() and not only_finished:
             log(f"[{tag}] training teacher {pair.teacher}")
             tcfg = load_config(base={**common, "student": {"name": pair.teacher},
                                      "methods": [{"name": "ce"}], "train": cfg.teacher_train.model_dump(),
@@ -94,6 +96,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
             for seed in cfg.seeds:
                 r_dir = out / "runs" / tag / label.replace(" ", "_").replace("+", "-") / f"s{seed}"
                 if not (r_dir / "summary.json").is_file():
+                    if only_finished:
+                        continue
                     log(f"[{tag}] {label} seed {seed}")
                     rc = load_config(base={**common, "student": {"name": pair.student},
                                            "teacher": {"checkpoint": t_ckpt} if needs_teacher else None,

@@ -11,7 +11,8 @@ from kdlab.cli.main import app
 def bench(ctx: typer.Context,
           config: str = typer.Argument(..., help="bench YAML (see configs/bench/)"),
           out: str = typer.Option("runs/bench", help="directory for runs and results.md/.csv"),
-          quiet: bool = typer.Option(True, help="no progress bars")) -> None:
+          quiet: bool = typer.Option(True, help="no progress bars"),
+          only_finished: bool = typer.Option(False, help="only tabulate the runs already finished")) -> None:
     """Run a grid of methods × teacher→student pairs × seeds and write results.md / results.csv.
 
     Finished runs are reused, so an interrupted grid continues where it stopped.
@@ -21,5 +22,5 @@ def bench(ctx: typer.Context,
     from kdlab.bench import load_bench, run_bench
 
     cfg = load_bench(config, list(ctx.args))
-    run_bench(cfg, out, progress=not quiet, log=typer.echo)
+    run_bench(cfg, out, progress=not quiet, log=typer.echo, only_finished=only_finished)
     typer.echo((__import__("pathlib").Path(out) / "results.md").read_text())
