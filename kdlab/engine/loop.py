@@ -307,7 +307,8 @@ def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
         return loader
     from tqdm import tqdm
 
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, mininterval=0.5)
+    # disable=None: a bar on a terminal, nothing when output goes to a file or a pipe
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
 
 
 def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: int, best: dict,
