@@ -64,14 +64,10 @@ def data_from_config(cfg: RunConfig) -> DataSplits:
 
 def build_model(name: str, data: DataSplits, **options: Any) -> nn.Module:
     shape = data.input_shape
+    if len(shape) == 1:  # vector data [D]: only models that flatten their input apply
+        return _create_model(name, data.num_classes, in_channels=shape[0], image_size=1, **options)
     in_ch = shape[0] if len(shape) == 3 else 1
-    size = shape[-1] if len(shape) == 3 else int(round(shape[0] ** 0.5))
-    if len(shape) == 1:  # vector data: only models that flatten their input apply
-        in_ch, size = 1, 1
-        options = {**options}
-        model = _create_model(name, data.num_classes, in_channels=shape[0], image_size=1, **options)
-        return model
-    return _create_model(name, data.num_classes, in_channels=in_ch, image_size=size, **options)
+    return _create_model(name, data.num_classes, in_channels=in_ch, image_size=shape[-1], **options)
 
 
 def _create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:

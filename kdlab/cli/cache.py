@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -38,7 +38,7 @@ def build(ctx: typer.Context,
     """
     from kdlab.api import data_from_config, teacher_from_config
     from kdlab.errors import ConfigError
-    from kdlab.teachers.cached import AUGMENT_NEEDS_VIEWS, build_cache, describe, ensure_cache
+    from kdlab.teachers.cached import AUGMENT_NEEDS_VIEWS, build_cache, ensure_cache
 
     flags = {"teacher.checkpoint": teacher, "data.name": data, "cache": out, "cache_views": views,
              "cache_topk": topk, "cache_dtype": dtype,
@@ -74,7 +74,6 @@ def info(path: str = typer.Argument(..., help="cache directory"),
          as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")) -> None:
     """Describe a cache (what teacher, data and layout it holds) and check its checksums."""
     from kdlab.store import read_manifest, verify_store
-    from kdlab.teachers.cached import describe
 
     manifest = verify_store(path) if verify else read_manifest(path)
     if as_json:
@@ -83,3 +82,27 @@ def info(path: str = typer.Argument(..., help="cache directory"),
     for k, v in describe(manifest):
         typer.echo(f"{k:18s} {v}")
     typer.echo(f"{'checksums':18s} " + (f"ok ({len(manifest['arrays'])} files)" if verify else "not checked"))
+
+
+def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """Human-readable (field, value) rows of a cache manifest, for ``kdlab cache info``."""
+    m = manifest
+    size = sum(a["bytes"] for a in m["arrays"].values())
+    aug = m.get("augment")
+    rows = [("dataset", f"{m.get('dataset')} (fingerprint {m.get('data')})"),
+            ("samples x views", f"{m['num_samples']} x {m['views']}"),
+            ("classes", str(m.get("num_classes"))),
+            ("stored", ("full logits" if m.get("kind") == "logits" else f"top-{m.get('k')} log-probabilities")
+             + f", {m.get('dtype')}"),
+            ("features", ", ".join(m.get("features") or []) or "-"),
+            ("augmentation", "off" if aug is None else f"crop pad {aug['pad']}, flip {aug['flip']}, seed {m.get('seed')}"),
+            ("teacher sha256", str(m.get("teacher"))),
+            ("teacher transform", "none" if m.get("teacher_transform") is None else f"sha256 {m['teacher_transform'][:16]}…"),
+            ("built", f"{m.get('created')} in {m.get('build_seconds')}s ({m.get('built_with')})"),
+            ("size", f"{size / 2**20:.1f} MiB")]
+    rows += [(f"  {n}", f"{a['shape']} {a['dtype']} sha256 {a['sha256'][:16]}…") for n, a in m["arrays"].items()]
+    return rows
+
+
+__all__ = ["CachedTeacher", "CachedViewLoader", "build_cache", "cache_for_run", "cache_loader", "ensure_cache", "identity",
+           "mismatches", "teacher_fingerprint", "transform_fingerprint", "topk_encode", "topk_logits"]

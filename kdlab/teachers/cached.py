@@ -420,27 +420,3 @@ def cache_for_run(cfg: Any, data: DataSplits, teacher: Teacher | None,
         torch.distributed.barrier()
     # like fit's own loader: train.batch_size is the global batch, each rank reads its share
     return ct, cache_loader(data, ct, cfg.train.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
-
-
-def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """Human-readable (field, value) rows of a cache manifest, for ``kdlab cache info``."""
-    m = manifest
-    size = sum(a["bytes"] for a in m["arrays"].values())
-    aug = m.get("augment")
-    rows = [("dataset", f"{m.get('dataset')} (fingerprint {m.get('data')})"),
-            ("samples x views", f"{m['num_samples']} x {m['views']}"),
-            ("classes", str(m.get("num_classes"))),
-            ("stored", ("full logits" if m.get("kind") == "logits" else f"top-{m.get('k')} log-probabilities")
-             + f", {m.get('dtype')}"),
-            ("features", ", ".join(m.get("features") or []) or "-"),
-            ("augmentation", "off" if aug is None else f"crop pad {aug['pad']}, flip {aug['flip']}, seed {m.get('seed')}"),
-            ("teacher sha256", str(m.get("teacher"))),
-            ("teacher transform", "none" if m.get("teacher_transform") is None else f"sha256 {m['teacher_transform'][:16]}…"),
-            ("built", f"{m.get('created')} in {m.get('build_seconds')}s ({m.get('built_with')})"),
-            ("size", f"{size / 2**20:.1f} MiB")]
-    rows += [(f"  {n}", f"{a['shape']} {a['dtype']} sha256 {a['sha256'][:16]}…") for n, a in m["arrays"].items()]
-    return rows
-
-
-__all__ = ["CachedTeacher", "CachedViewLoader", "build_cache", "cache_for_run", "cache_loader", "ensure_cache", "identity",
-           "mismatches", "teacher_fingerprint", "transform_fingerprint", "topk_encode", "topk_logits"]
