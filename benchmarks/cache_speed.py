@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.core import Batch
 from kdlab.data import DataSplits, Loader, Split, load_data
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.methods import create_method
 from kdlab.models import create_model
 from kdlab.teachers import FrozenTeacher
-from kdlab.teachers.cached import CachedTeacher, build_cache, cache_loader
+from kdlab.teachers.cache_build import build_cache
+from kdlab.teachers.cached import CachedTeacher, cache_loader
 
 med = statistics.median
 

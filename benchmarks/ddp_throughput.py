@@ -90,7 +90,7 @@ def main() -> None:
             "torch": torch.__version__, "load_average_after": os.getloadavg(), "args": vars(args),
             "command": "python benchmarks/ddp_throughput.py " + " ".join(sys.argv[1:])}
     Path(args.out).write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2))
-    print(f"\n| configuration | samples/s | vs 1x1 | epoch (s) | wall incl. start-up (s) | final val acc |")
+    print("\n| configuration | samples/s | vs 1x1 | epoch (s) | wall incl. start-up (s) | final val acc |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in summary:
         print(f"| {s['config']} | {s['samples_per_s']:,.0f} | {s['samples_per_s'] / base:.2f}x | {s['epoch_seconds']:.2f} "

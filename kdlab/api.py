@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from kdlab.config import MethodConfig, RunConfig, TrainConfig, dump_config, load_config
+from kdlab.config import RunConfig, TrainConfig, dump_config, load_config
 from kdlab.core import Method, Teacher
 from kdlab.data import DataSplits, Split, load_data
 from kdlab.engine import checkpoint as ckpt
@@ -191,7 +190,7 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     teacher = teacher if teacher is not None else teacher_from_config(cfg, data)
     loader = None
     if cfg.cache:  # the teacher's outputs come from a cache (built, reused or rebuilt as needed)
-        from kdlab.teachers.cached import cache_for_run
+        from kdlab.teachers.cache_build import cache_for_run
 
         teacher, loader = cache_for_run(cfg, data, teacher)
     methods = methods_from_config(cfg)

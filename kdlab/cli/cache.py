@@ -1,4 +1,4 @@
-"""``kdlab cache build`` / ``kdlab cache info``: teacher-output caches (see kdlab.teachers.cached)."""
+"""``kdlab cache build`` / ``kdlab cache info``: teacher-output caches (see kdlab.teachers.cache_build and kdlab.teachers.cached)."""
 from __future__ import annotations
 
 import json
@@ -38,7 +38,7 @@ def build(ctx: typer.Context,
     """
     from kdlab.api import data_from_config, teacher_from_config
     from kdlab.errors import ConfigError
-    from kdlab.teachers.cached import AUGMENT_NEEDS_VIEWS, build_cache, ensure_cache
+    from kdlab.teachers.cache_build import AUGMENT_NEEDS_VIEWS, build_cache, ensure_cache
 
     flags = {"teacher.checkpoint": teacher, "data.name": data, "cache": out, "cache_views": views,
              "cache_topk": topk, "cache_dtype": dtype,
@@ -103,6 +103,3 @@ def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     rows += [(f"  {n}", f"{a['shape']} {a['dtype']} sha256 {a['sha256'][:16]}…") for n, a in m["arrays"].items()]
     return rows
 
-
-__all__ = ["CachedTeacher", "CachedViewLoader", "build_cache", "cache_for_run", "cache_loader", "ensure_cache", "identity",
-           "mismatches", "teacher_fingerprint", "transform_fingerprint", "topk_encode", "topk_logits"]

@@ -10,7 +10,7 @@ gathered by index: on CPU this is faster than DataLoader workers for datasets of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch

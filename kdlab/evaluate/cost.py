@@ -1,7 +1,6 @@
 """Model cost: parameters, FLOPs (counted by PyTorch's FlopCounterMode), CPU latency, size on disk."""
 from __future__ import annotations
 
-import io
 import statistics
 import time
 

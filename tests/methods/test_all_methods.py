@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from kdlab.core import Batch
-from kdlab.data import DataSplits, Split
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import make_optimizer, Schedule, train_step
 from kdlab.errors import IncompatibleError

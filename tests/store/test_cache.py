@@ -15,12 +15,11 @@ from kdlab.data import Loader, load_data
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.errors import CheckpointError, ConfigError
-from kdlab.methods import create_method
 from kdlab.models import create_model
 from kdlab.store import ArraySpec, Store, StoreWriter, read_manifest
 from kdlab.teachers import FrozenTeacher
-from kdlab.teachers.cached import (CachedTeacher, CachedViewLoader, build_cache, cache_for_run, cache_loader,
-                                   ensure_cache, topk_encode, topk_logits)
+from kdlab.teachers.cache_build import build_cache, cache_for_run, ensure_cache, topk_encode
+from kdlab.teachers.cached import CachedTeacher, CachedViewLoader, cache_loader, topk_logits
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from kdlab.api import run, teacher_from_config
 from kdlab.config import load_config
@@ -204,3 +203,29 @@ def test_a_bare_path_picks_the_source(digits, factory, tmp_path):
     assert isinstance(onnx_teacher, OnnxTeacher)
     torch.testing.assert_close(onnx_teacher(Batch(x)).logits, model(x), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(_as_teacher(tmp_path / "t.pt", digits)(Batch(x)).logits, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_teacher_fills_a_cache_keyed_by_its_file(digits, factory, tmp_path):
+    """A teacher known only by its file is fingerprinted by the file's bytes: a cache built from it
+    is reused while the file is unchanged and rebuilt when the file changes."""
+    from kdlab.teachers.cache_build import ensure_cache, teacher_fingerprint
+
+    model, _ = factory
+    path = tmp_path / "t.onnx"
+    _export_onnx(model, inputs(digits, 2), path)
+    t = teacher_from_config(cfg(onnx=str(path)), digits)
+    fp = teacher_fingerprint(t)
+    ct = ensure_cache(tmp_path / "cache", t, digits, log=None)
+    assert ct.built and ct.fingerprint() == fp
+    assert not ensure_cache(tmp_path / "cache", t, digits, log=None).built
+    idx = torch.arange(5)
+    got = ct(Batch(digits.train.gather(idx), index=idx, view=torch.zeros_like(idx))).logits
+    torch.testing.assert_close(got, model(digits.train.gather(idx)), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    _export_onnx(model, inputs(digits, 2), path)
+    t2 = teacher_from_config(cfg(onnx=str(path)), digits)
+    assert teacher_fingerprint(t2) != fp
+    msgs: list[str] = []
+    assert ensure_cache(tmp_path / "cache", t2, digits, log=msgs.append).built
+    assert any("teacher weights changed" in m for m in msgs)
