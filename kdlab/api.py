@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kdlab.config import RunConfig, TrainConfig, dump_config, load_config
-from kdlab.core import Method, Teacher
+from kdlab.core import Batch, Method, Teacher
 from kdlab.data import DataSplits, Split, load_data
 from kdlab.engine import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
@@ -197,6 +197,13 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     needs_teacher = [type(m).__name__ for m in methods if m.needs and teacher is None]
     if needs_teacher:
         raise ConfigError(f"method {needs_teacher[0]} needs a teacher: set teacher.checkpoint (or --teacher)")
+    if teacher is not None and loader is None and not (env.enabled and env.device.type != "cpu"):
+        # a live teacher on CPU: its forward in ONNX Runtime / BN-folded when that agrees with eager
+        from kdlab.teachers.accelerate import accelerate_live
+
+        mode = cfg.teacher.accelerate if cfg.teacher is not None else "auto"
+        sample = Batch(data.train.gather(torch.arange(min(64, len(data.train)))))
+        teacher = accelerate_live(teacher, sample, [m.needs for m in methods], mode)
     run_dir = None
     if save:
         run_dir = Path(cfg.out or f"runs/{command}-{data.name}-{cfg.student.name}-s{cfg.seed}")

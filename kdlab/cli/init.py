@@ -80,6 +80,7 @@ teacher:
   # hf: models/my-classifier             # or a local Hugging Face transformers directory
   # mean: [0.5]                          # the normalisation the teacher was trained with, per channel
   # std: [0.25]                          #   on [0, 1] pixels; the student's inputs are converted to it
+  # accelerate: auto                     # live teacher on CPU: ONNX Runtime / BN folding if it agrees; or eager
 """
 
 

@@ -1,8 +1,8 @@
-"""Faster inference passes for a frozen teacher, used when building a cache.
+"""Faster inference passes for a frozen teacher: when building a cache, and for a live teacher.
 
 * ``fold_bn``: a copy of the module with every BatchNorm folded into the convolution before it
-  (inside ``nn.Sequential`` conv→BN pairs, and ``convN``/``bnN`` sibling pairs), run under
-  ``torch.inference_mode``.
+  (inside ``nn.Sequential`` conv→BN pairs, and ``convN``/``bnN`` sibling pairs), run without
+  autograd.
 * ``onnx``: the module exported to ONNX (only the logits and the requested features) and run in
   ONNX Runtime with the same number of threads as torch (ONNX Runtime folds BatchNorm itself).
 
@@ -69,7 +69,8 @@ class _ModuleRunner:
 
     def __call__(self, batch: Batch) -> Outputs:
         x = batch.inputs if self.transform is None else self.transform(batch.inputs)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: a live teacher's outputs are saved by the loss's backward
+        with torch.no_grad():
             return as_outputs(self.module(x))
 
 
@@ -161,3 +162,49 @@ def accelerated(teacher: Teacher, sample: Batch, mode: str = "auto", features: S
         log(f"teacher pass {cand!r} disagrees with the eager teacher (max relative difference {worst:.2e}); "
             f"not used")
     return teacher, "eager"
+
+
+class AcceleratedTeacher:
+    """A live teacher whose forward runs in a faster pass (checked against eager by
+    :func:`accelerated`); fingerprint, module and transform stay the original teacher's, and
+    moving it to another device returns the original (the passes here are CPU-only)."""
+
+    def __init__(self, teacher: Teacher, runner: Callable[[Batch], Outputs], mode: str) -> None:
+        self.teacher, self.runner, self.mode = teacher, runner, mode
+        self.module = getattr(teacher, "module", None)
+        self.input_transform = getattr(teacher, "input_transform", None)
+
+    def __call__(self, batch: Batch) -> Outputs:
+        return self.runner(batch)
+
+    def to(self, device: torch.device | str) -> Teacher:
+        if torch.device(device).type == "cpu":
+            return self
+        return self.teacher.to(device) if hasattr(self.teacher, "to") else self.teacher  # type: ignore[attr-defined]
+
+
+def features_needed(needs: Sequence[frozenset[str]], available: Sequence[str]) -> list[str] | None:
+    """Teacher features the methods read (``needs`` of each method), or None when one of them is
+    not among ``available`` (then the eager teacher runs, and the method reports it)."""
+    want: set[str] = set()
+    for n in needs:
+        for item in n:
+            if item == "features:*":
+                want |= set(available)
+            elif item != "logits":
+                want.add(item)
+    return sorted(want) if want <= set(available) else None
+
+
+def accelerate_live(teacher: Teacher, sample: Batch, needs: Sequence[frozenset[str]], mode: str = "auto",
+                    log: Callable[[str], None] | None = None) -> Teacher:
+    """``teacher`` run through the fastest pass that agrees with it (:func:`accelerated`), exporting
+    only the features the methods need; the teacher itself when no pass applies or ``mode`` is eager."""
+    if mode == "eager" or getattr(teacher, "module", None) is None:
+        return teacher
+    with torch.no_grad():
+        feats = features_needed(needs, list(teacher(sample).features))
+    if feats is None:
+        return teacher
+    runner, used = accelerated(teacher, sample, mode, features=feats, log=log)
+    return teacher if used == "eager" else AcceleratedTeacher(teacher, runner, used)
