@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -72,41 +73,70 @@ def _method_entries(spec: str | dict[str, Any], ce_default: float) -> tuple[str,
     return label, [{"name": "ce", "weight": ce}, *items]
 
 
-def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print,
-              only_finished: bool = False) -> list[dict[str, Any]]:
-    """Run the grid (or, with ``only_finished``, just tabulate the runs already finished)."""
+def _run_one(raw: dict[str, Any], command: str, progress: bool) -> None:
+    """One grid run (top-level, so a process pool can call it)."""
     from kdlab.api import run
 
+    run(load_config(base=raw), command=command, progress=progress)
+
+
+def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print,
+              only_finished: bool = False, jobs: int = 1) -> list[dict[str, Any]]:
+    """Run the grid (or, with ``only_finished``, just tabulate the runs already finished).
+
+    ``jobs``: runs in parallel processes (teachers first, one at a time). Each process gets
+    ``threads`` intra-op threads, by default the machine's cores divided by ``jobs``.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
     out = Path(out)
-    common = {"data": cfg.data.model_dump(), "threads": cfg.threads, "report": cfg.report}
-    records: list[dict[str, Any]] = []
+    threads = cfg.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
+    common = {"data": cfg.data.model_dump(), "threads": threads, "report": cfg.report}
+    grid: list[tuple[str, str, int, Path]] = []  # (pair tag, label, seed, run dir) in table order
+    pending: list[tuple[str, dict[str, Any], str]] = []  # (log line, config, command)
+    teachers: dict[str, str] = {}
     for pair in cfg.pairs:
         tag = f"{pair.teacher}-{pair.student}"
         t_dir = out / "runs" / tag / "teacher"
-        t_ckpt = pair.teacher_checkpoint or str(t_dir / "best")
+        teachers[tag] = pair.teacher_checkpoint or str(t_dir / "best")
         if pair.teacher_checkpoint is None and not (t_dir / "summary.json").is_file() and not only_finished:
             log(f"[{tag}] training teacher {pair.teacher}")
-            tcfg = load_config(base={**common, "student": {"name": pair.teacher},
-                                     "methods": [{"name": "ce"}], "train": cfg.teacher_train.model_dump(),
-                                     "seed": 0, "out": str(t_dir)})
-            run(tcfg, command="train", progress=progress)
-        jobs: list[tuple[str, list[dict[str, Any]], bool]] = [("student alone", [{"name": "ce"}], False)]
-        jobs += [(*_method_entries(m, cfg.ce_weight), True) for m in cfg.methods]
-        for label, methods, needs_teacher in jobs:
+            _run_one({**common, "student": {"name": pair.teacher}, "methods": [{"name": "ce"}],
+                      "train": cfg.teacher_train.model_dump(), "seed": 0, "out": str(t_dir)}, "train", progress)
+        entries: list[tuple[str, list[dict[str, Any]], bool]] = [("student alone", [{"name": "ce"}], False)]
+        entries += [(*_method_entries(m, cfg.ce_weight), True) for m in cfg.methods]
+        for label, methods, needs_teacher in entries:
             for seed in cfg.seeds:
                 r_dir = out / "runs" / tag / label.replace(" ", "_").replace("+", "-") / f"s{seed}"
-                if not (r_dir / "summary.json").is_file():
-                    if only_finished:
-                        continue
-                    log(f"[{tag}] {label} seed {seed}")
-                    rc = load_config(base={**common, "student": {"name": pair.student},
-                                           "teacher": {"checkpoint": t_ckpt} if needs_teacher else None,
-                                           "methods": methods, "train": cfg.student_train.model_dump(),
-                                           "seed": seed, "out": str(r_dir)})
-                    run(rc, command="distill" if needs_teacher else "train", progress=progress)
-                s = json.loads((r_dir / "summary.json").read_text())
-                records.append({"pair": tag, "method": label, "seed": seed, "acc": s["test"]["acc"],
-                                "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
+                grid.append((tag, label, seed, r_dir))
+                if not (r_dir / "summary.json").is_file() and not only_finished:
+                    pending.append((f"[{tag}] {label} seed {seed}", {
+                        **common, "student": {"name": pair.student},
+                        "teacher": {"checkpoint": teachers[tag]} if needs_teacher else None,
+                        "methods": methods, "train": cfg.student_train.model_dump(), "seed": seed,
+                        "out": str(r_dir)}, "distill" if needs_teacher else "train"))
+    for _line, raw, _cmd in pending:
+        load_config(base=raw)  # a bad entry fails before any run starts
+    if jobs == 1:
+        for line, raw, command in pending:
+            log(line)
+            _run_one(raw, command, progress)
+    elif pending:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, raw, command, False): line for line, raw, command in pending}
+            for n, f in enumerate(as_completed(futures), 1):
+                f.result()  # a failed run stops the grid with its error; finished runs are kept
+                log(f"{futures[f]} done ({n}/{len(futures)})")
+    records: list[dict[str, Any]] = []
+    for tag, label, seed, r_dir in grid:
+        if (r_dir / "summary.json").is_file():
+            s = json.loads((r_dir / "summary.json").read_text())
+            records.append({"pair": tag, "method": label, "seed": seed, "acc": s["test"]["acc"],
+                            "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
+    for tag, t_ckpt in teachers.items():
         t_sum = Path(t_ckpt).parent / "summary.json"
         if t_sum.is_file():
             s = json.loads(t_sum.read_text())

@@ -27,3 +27,17 @@ def test_bench_config_errors(tmp_path):
     bad.write_text("pairs: []\nmethods: [kd]\n")
     with pytest.raises(ConfigError, match="pairs"):
         load_bench(bad)
+
+
+def test_parallel_jobs_give_the_same_results_as_one_process(tmp_path):
+    """--jobs runs the grid in worker processes; every run is seeded, so the table is identical."""
+    cfg = load_bench("configs/bench/digits_smoke.yaml", ["seeds=[0]", "methods=[kd, sp]", "threads=1",
+                                                          "student_train.epochs=1", "teacher_train.epochs=1"])
+    one = run_bench(cfg, tmp_path / "one", log=lambda *_: None)
+    seen: list[str] = []
+    two = run_bench(cfg, tmp_path / "two", log=seen.append, jobs=2)
+    assert sum("done" in s for s in seen) == 3  # student alone, kd, sp
+    key = lambda r: (r["pair"], r["method"], r["seed"])  # noqa: E731
+    assert [(key(r), r["acc"], r["f1"]) for r in one] == [(key(r), r["acc"], r["f1"]) for r in two]
+    with pytest.raises(ConfigError, match="jobs"):
+        run_bench(cfg, tmp_path / "x", jobs=0)
