@@ -2,7 +2,8 @@
 tables (teacher and student-alone rows, then each method, mean ± std over seeds).
 
 Every run is a normal kdlab run directory under ``out/runs/``; a finished run (its summary.json
-exists) is skipped, so an interrupted grid continues where it stopped.
+exists) is skipped, so an interrupted grid continues where it stopped. A hand-written ``out/notes.md``
+(setup, reading of the table) is appended to ``results.md`` each time the table is rewritten.
 """
 from __future__ import annotations
 
@@ -178,5 +179,6 @@ def write_tables(records: list[dict[str, Any]], cfg: BenchConfig, out: Path) -> 
     (out / "results.md").write_text(
         f"Top-1 test accuracy (%), mean ± std over seeds {cfg.seeds}; in brackets the change against the "
         f"student alone. Data: {cfg.data.name}" + (f" (subset {cfg.data.subset})" if cfg.data.subset else "")
-        + f"; teacher {cfg.teacher_train.epochs} epochs, students {cfg.student_train.epochs} epochs.\n\n" + table)
+        + f"; teacher {cfg.teacher_train.epochs} epochs, students {cfg.student_train.epochs} epochs.\n\n" + table
+        + (f"\n{notes.read_text()}" if (notes := out / "notes.md").is_file() else ""))
     return table

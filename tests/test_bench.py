@@ -15,9 +15,12 @@ def test_bench_grid_writes_tables_and_resumes(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| teacher |" in md and "| student alone |" in md and "| kd |" in md and "±" in md
     # a second call reuses finished runs (no retraining) and gives the same records
+    (tmp_path / "notes.md").write_text("Reading it: a note kept across rewrites.\n")
     seen: list[str] = []
     again = run_bench(cfg, tmp_path, log=seen.append)
     assert seen == [] and again == records
+    md2 = (tmp_path / "results.md").read_text()
+    assert md2.startswith(md) and md2.endswith("\nReading it: a note kept across rewrites.\n")
 
 
 def test_bench_config_errors(tmp_path):

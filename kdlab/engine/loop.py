@@ -39,6 +39,7 @@ class Schedule:
     gamma: float = 0.1
     grad_clip: float | None = None
     eval_batch_size: int = 512
+    channels_last: bool = False  # NHWC weights while training on images (see fit)
 
 
 @dataclass
@@ -134,6 +135,12 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
         trainable.prepare(first, data.info)
     if dev.type != "cpu":
         _move(trainable, dev)  # connectors built by prepare
+    # NHWC convolutions: 1.1-1.9x faster training steps on CPU across our CNNs, but the CPU's NHWC
+    # BatchNorm accumulates its batch sums less precisely (benchmarks/cpu_options.md), hence opt-in.
+    # Converting the weights is enough: convolutions then run and return NHWC. Undone at the end.
+    nhwc = schedule.channels_last and isinstance(data.train.x, torch.Tensor) and data.train.x.dim() == 4
+    if nhwc:
+        trainable.to(memory_format=torch.channels_last)
     params = [p for p in trainable.parameters() if p.requires_grad]
     opt = make_optimizer(params, schedule)
     sched = make_scheduler(opt, schedule)
@@ -207,11 +214,14 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
         is_best = rec["val_acc"] > best["val_acc"]
         if is_best:
             best = {"epoch": epoch + 1, "val_acc": rec["val_acc"]}
-            best_state = {k: v.detach().clone() for k, v in trainable.student.state_dict().items()}
+            best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)
+                          for k, v in trainable.student.state_dict().items()}
         if writer:
             _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
+    if nhwc:
+        trainable.to(memory_format=torch.contiguous_format)
     if best_state is None and run is not None and (run / "best.safetensors").is_file():  # state.pt of an older kdlab
         best_state = ckpt.load_weights(run / "best")[0]
     return FitResult(trainable.student, history, best, run, time.perf_counter() - t0, best_state)

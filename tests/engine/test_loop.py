@@ -131,3 +131,39 @@ def test_training_state_refuses_pickled_code(tmp_path):
 def test_batch_to_and_len():
     b = Batch({"input_ids": torch.zeros(3, 5, dtype=torch.long)}, torch.zeros(3, dtype=torch.long))
     assert len(b) == 3 and b.to("cpu").inputs["input_ids"].shape == (3, 5)
+
+
+def test_channels_last_trains_the_same_model_and_hands_back_contiguous_weights(digits, tmp_path):
+    """train.channels_last only changes the memory layout: close weights after a few steps (the
+    NHWC BatchNorm sums differ in rounding, and differences grow as training goes on), standard
+    (contiguous) weights afterwards, and checkpoints that load as usual."""
+    runs = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        s = create_model("resnet8", 10, 1, 8)
+        fit(Distiller(s, None, [create_method("ce")]), digits, Schedule(epochs=1, batch_size=512, channels_last=cl),
+            run_dir=tmp_path / str(cl), progress=False)
+        runs[cl] = s
+    a, b = runs[False], runs[True]
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert vb.is_contiguous(), k
+        torch.testing.assert_close(va, vb, rtol=1e-2, atol=1e-3)
+    state, _ = ckpt.load_weights(tmp_path / "True" / "best")
+    assert all(v.is_contiguous() for v in state.values())
+    # while training, the convolution weights are NHWC
+    seen: list[bool] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, s, t, batch):
+            seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+            return {}
+
+    m = create_model("cnn_tiny", 10, 1, 8)
+    conv = next(x for x in m.modules() if isinstance(x, torch.nn.Conv2d) and x.weight.shape[-1] > 1)
+    spy = Spy()
+    spy.needs = frozenset()
+    spy.prepare = lambda *a: None
+    spy.set_progress = lambda *a: None
+    fit(Distiller(m, None, [create_method("ce"), spy]), digits, Schedule(epochs=1, batch_size=256, channels_last=True),
+        progress=False)
+    assert seen and all(seen) and conv.weight.is_contiguous()
