@@ -73,6 +73,16 @@ def interleave(arms: dict[str, Callable[[], tuple[float, float]]], repeats: int,
                 "raw": {k: [round(x, 4) for x in v] for k, v in d.items()}} for c, d in t.items()}
 
 
+def calibrate_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, as after training (so folding them is a real test)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+    return model
+
+
 def fmnist(subset: int) -> DataSplits:
     return load_data("fashion-mnist", seed=0, subset=subset)
 
@@ -156,12 +166,7 @@ def part_i(args, work: Path) -> dict[str, Any]:
     data = fmnist(args.i_subset)
     torch.manual_seed(0)
     module = create_model(args.teacher, 10, 1, 28)
-    # non-trivial BatchNorm statistics, so folding is a real test
-    g = torch.Generator().manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
+    calibrate_bn(module)
     module.eval()
     batches = list(Loader(data.train, 512))
     eager = FrozenTeacher(module)
@@ -269,11 +274,7 @@ def part_l(args, work: Path) -> dict[str, Any]:
     data = fmnist(args.t_subset)
     torch.manual_seed(0)
     module = create_model(args.teacher, 10, 1, 28).eval()
-    g = torch.Generator().manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
+    calibrate_bn(module)
     eager = FrozenTeacher(module)
     batches = list(Loader(data.train, 128, shuffle=True, seed=0, drop_last=True))[: args.steps]
     needs = [frozenset({"logits"})]

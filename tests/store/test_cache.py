@@ -18,6 +18,7 @@ from kdlab.errors import CheckpointError, ConfigError
 from kdlab.models import create_model
 from kdlab.store import ArraySpec, Store, StoreWriter, read_manifest
 from kdlab.teachers import FrozenTeacher
+from tests.conftest import trained_like_bn
 from kdlab.teachers.cache_build import build_cache, cache_for_run, ensure_cache, topk_encode
 from kdlab.teachers.cached import CachedTeacher, CachedViewLoader, cache_loader, topk_logits
 
@@ -34,12 +35,7 @@ def aug():
 
 def _teacher(seed: int = 0) -> FrozenTeacher:
     torch.manual_seed(seed)
-    m = create_model("cnn_tiny", 10, 1, 8)
-    for mod in m.modules():  # non-trivial BatchNorm statistics, as after training
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.3, 0.3)
-            mod.running_var.uniform_(0.5, 2.0)
-    return FrozenTeacher(m)
+    return FrozenTeacher(trained_like_bn(create_model("cnn_tiny", 10, 1, 8)))
 
 
 class InputEcho(nn.Module):

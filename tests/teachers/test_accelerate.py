@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from kdlab.api import run
 from kdlab.config import load_config
@@ -11,6 +10,7 @@ from kdlab.core import Batch
 from kdlab.data import load_data
 from kdlab.models import create_model
 from kdlab.teachers import FrozenTeacher
+from tests.conftest import trained_like_bn
 from kdlab.teachers.accelerate import AcceleratedTeacher, accelerate_live, features_needed
 
 
@@ -21,12 +21,7 @@ def digits():
 
 def _teacher() -> FrozenTeacher:
     torch.manual_seed(0)
-    m = create_model("cnn_small", 10, 1, 8)
-    for mod in m.modules():  # non-trivial BatchNorm statistics, as after training
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.3, 0.3)
-            mod.running_var.uniform_(0.5, 2.0)
-    return FrozenTeacher(m)
+    return FrozenTeacher(trained_like_bn(create_model("cnn_small", 10, 1, 8)))
 
 
 def test_features_needed():
