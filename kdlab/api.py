@@ -197,8 +197,9 @@ def run(cfg: RunConfig, *, command: str = "distill", data: DataSplits | None = N
     needs_teacher = [type(m).__name__ for m in methods if m.needs and teacher is None]
     if needs_teacher:
         raise ConfigError(f"method {needs_teacher[0]} needs a teacher: set teacher.checkpoint (or --teacher)")
-    if teacher is not None and loader is None and not (env.enabled and env.device.type != "cpu"):
-        # a live teacher on CPU: its forward in ONNX Runtime / BN-folded when that agrees with eager
+    if teacher is not None and loader is None and not env.enabled:
+        # a live teacher on CPU: its forward in ONNX Runtime / BN-folded when that agrees with eager.
+        # Single-process only: under torchrun a rank once aborted in C++ with ONNX Runtime beside gloo.
         from kdlab.teachers.accelerate import accelerate_live
 
         mode = cfg.teacher.accelerate if cfg.teacher is not None else "auto"
