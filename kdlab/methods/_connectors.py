@@ -3,8 +3,10 @@
 * :func:`stage_keys` — the ``layer{i}`` features an output has, in depth order.
 * :func:`resolve_pairs` — which student feature is compared with which teacher feature.
 * :func:`match_spatial` / :func:`common_size` — resampling maps to a size.
-* :func:`conv_connector`, :class:`Connector`, :func:`connector_for` — learnable adapters from
-  the student's shape to the teacher's.
+* :func:`as_tokens` / :func:`match_tokens` — token features ``[B, N, D]`` (a map becomes ``H·W``
+  tokens of ``C`` values) and resampling of the token count.
+* :func:`conv_connector`, :class:`Connector`, :class:`TokenConnector`, :func:`connector_for` —
+  learnable adapters from the student's shape to the teacher's.
 * :func:`require_teacher`, :func:`require_4d`, :func:`require_same_rank` — IncompatibleError
   with the method, the feature and both shapes in the message.
 
@@ -13,6 +15,13 @@ adaptive average pooling when the teacher's map is no larger in both dimensions 
 2×2 average), bilinear interpolation otherwise (a 28-input student's 7×7 map → a 32-input
 teacher's 8×8). Parameter-free comparisons (AT, NST, FSP) instead
 average-pool the larger map down to the smaller one, as the reference implementations do.
+
+Tokens. Transformer features are ``[B, N, D]``. A token connector resamples the student's token
+count to the teacher's (adaptive average pooling over the token axis when shrinking, linear
+interpolation when growing) and projects ``D_s → D_t`` with a Linear layer. A CNN map facing a
+token feature is read as ``H·W`` tokens of ``C`` values (row-major), so CNN ↔ transformer pairs
+connect too. Token order is kept, so the resampling suits patch tokens and sequences of the
+same tokenizer; a class token counts as a token.
 """
 from __future__ import annotations
 
@@ -95,12 +104,17 @@ def require_4d(method: str, key: str, s: Tensor, t: Tensor) -> None:
             f"{shape_of(s)} and teacher {shape_of(t)}")
 
 
-def require_same_rank(method: str, key: str, s: Tensor, t: Tensor) -> None:
-    """IncompatibleError unless both are 4-D maps or both are 2-D vectors."""
-    if s.dim() != t.dim() or s.dim() not in (2, 4):
+def require_same_rank(method: str, key: str, s: Tensor, t: Tensor, tokens: bool = False) -> None:
+    """IncompatibleError unless both are 4-D maps or both are 2-D vectors (``tokens``: or both are
+    maps / ``[B, N, D]`` token features, at least one of them tokens)."""
+    ok = s.dim() == t.dim() and s.dim() in (2, 4)
+    if tokens:
+        ok = ok or ({s.dim(), t.dim()} <= {3, 4} and 3 in (s.dim(), t.dim()))
+    if not ok:
         raise IncompatibleError(
             f"{method} cannot connect student feature {key!r} of shape {shape_of(s)} to a teacher "
-            f"feature of shape {shape_of(t)}: both must be 4-D maps or both 2-D vectors")
+            f"feature of shape {shape_of(t)}: both must be 4-D maps or both 2-D vectors"
+            + (", or tokens [B, N, D] facing tokens or a map" if tokens else ""))
 
 
 def common_size(a: Tensor, b: Tensor) -> tuple[int, int]:
@@ -121,6 +135,22 @@ def match_spatial(x: Tensor, size: Iterable[int]) -> Tensor:
     if h <= H and w <= W:
         return F.adaptive_avg_pool2d(x, (h, w))
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def as_tokens(x: Tensor) -> Tensor:
+    """``[B, C, H, W]`` → ``[B, H·W, C]`` (row-major positions); ``[B, N, D]`` unchanged."""
+    return x.flatten(2).transpose(1, 2) if x.dim() == 4 else x
+
+
+def match_tokens(x: Tensor, n: int) -> Tensor:
+    """Resample ``[B, N, D]`` to ``n`` tokens along the token axis: unchanged when equal, adaptive
+    average pooling when shrinking, linear interpolation (``align_corners=False``) when growing."""
+    N = x.shape[1]
+    if N == n:
+        return x
+    y = x.transpose(1, 2)  # [B, D, N]
+    y = F.adaptive_avg_pool1d(y, n) if n < N else F.interpolate(y, size=n, mode="linear", align_corners=False)
+    return y.transpose(1, 2)
 
 
 def he_init_(modules: Iterable[nn.Module]) -> None:
@@ -171,18 +201,43 @@ class Connector(nn.Module):
         return self.conv(match_spatial(x, self.size))
 
 
+class TokenConnector(nn.Module):
+    """``[B, Ns, Ds]`` (or a ``[B, C, H, W]`` map, read as ``H·W`` tokens) → ``[B, Nt, Dt]``:
+    :func:`match_tokens` to the teacher's count, then Linear ``Ds → Dt`` [+ LayerNorm] [+ ReLU].
+    Compare its output with :func:`as_tokens` of the teacher's feature."""
+
+    def __init__(self, din: int, dout: int, n: int, norm: bool = True, relu: bool = False) -> None:
+        super().__init__()
+        self.n = int(n)
+        mods: list[nn.Module] = [nn.Linear(din, dout)]
+        if norm:
+            mods.append(nn.LayerNorm(dout))
+        if relu:
+            mods.append(nn.ReLU())
+        self.proj = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(match_tokens(as_tokens(x), self.n))
+
+
 def connector_for(method: str, key: str, s: Tensor, t: Tensor, *, kernel_size: int = 1, bn: bool = True,
-                  relu: bool = False, identity_if_same: bool = False) -> nn.Module:
+                  relu: bool = False, identity_if_same: bool = False, tokens: bool = False) -> nn.Module:
     """A learnable adapter from the student feature ``s`` to the teacher feature ``t``'s shape.
 
     4-D → 4-D: :class:`Connector` (resample to the teacher's size, conv to its channels).
-    2-D → 2-D: :func:`linear_connector`. ``identity_if_same``: ``nn.Identity`` when the shapes
-    already agree (as in the AB reference). Built on ``s``'s device. Other ranks raise
-    IncompatibleError.
+    2-D → 2-D: :func:`linear_connector`. With ``tokens`` (for methods whose loss compares any
+    shape), tokens ``[B, N, D]`` on either side, the other side tokens or a map:
+    :class:`TokenConnector` to ``as_tokens(t)``'s shape, its normalisation a LayerNorm where
+    ``bn`` asks for one. ``identity_if_same``: ``nn.Identity`` when the shapes already agree
+    (as in the AB reference). Built on ``s``'s device. Other ranks raise IncompatibleError.
     """
-    require_same_rank(method, key, s, t)
+    require_same_rank(method, key, s, t, tokens=tokens)
     if identity_if_same and s.shape[1:] == t.shape[1:]:
         return nn.Identity()
+    if 3 in (s.dim(), t.dim()):
+        tt = as_tokens(t)
+        # transformer tokens are signed: a ReLU only where the teacher side is a (post-ReLU) map
+        return TokenConnector(as_tokens(s).shape[-1], tt.shape[-1], tt.shape[1], bn, relu and t.dim() == 4).to(s.device)
     if s.dim() == 4:
         m: nn.Module = Connector(s.shape[1], t.shape[1], t.shape[-2:], kernel_size, bn, relu)
     else:

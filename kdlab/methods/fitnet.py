@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from kdlab.core import Batch, DataInfo, Method, Outputs
 from kdlab.errors import IncompatibleError
 from kdlab.methods import register_method
-from kdlab.methods._connectors import connector_for, require_teacher, resolve_pairs, stage_keys
+from kdlab.methods._connectors import as_tokens, connector_for, require_teacher, resolve_pairs, stage_keys
 
 
 def fitnet_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
@@ -33,7 +33,8 @@ class FitNet(Method):
     loss = weight · mean((r(student[hint]) − teacher[hint])²), with r a learned regressor:
     resample to the teacher's spatial size, 1×1 conv to its channels, BN, ReLU (the ReLU is
     dropped when the hint is a ``*_preact`` feature, which can be negative). 2-D features get a
-    Linear + BN (+ ReLU) regressor instead.
+    Linear + BN (+ ReLU) regressor instead; token features ``[B, N, D]`` (either side; a map
+    facing tokens is read as H·W tokens) a token-count resampling + Linear + LayerNorm one.
 
     hint_layer: feature name (same on both sides) or ``"student_key:teacher_key"``; default the
     middle stage of each network (``layer2`` of a 3-stage ResNet, RepDistiller's ``hint_layer=2``).
@@ -70,7 +71,8 @@ class FitNet(Method):
         (s_key, t_key), = resolve_pairs("FitNet", student, teacher, layers)
         s, t = student.features[s_key], teacher.features[t_key]
         relu = not t_key.endswith("_preact")
-        self.regressor = connector_for("FitNet", s_key, s, t, kernel_size=self.kernel_size, bn=True, relu=relu)
+        self.regressor = connector_for("FitNet", s_key, s, t, kernel_size=self.kernel_size, bn=True, relu=relu,
+                                       tokens=True)
         self.pair = (s_key, t_key)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
@@ -79,4 +81,7 @@ class FitNet(Method):
         assert teacher is not None
         s_key, t_key = self.pair
         hint = self.regressor(student.features[s_key])
-        return {"fitnet": self.weight * fitnet_loss(hint, teacher.features[t_key])}
+        target = teacher.features[t_key]
+        if hint.dim() == 3:  # a token connector: a teacher map is compared as H·W tokens
+            target = as_tokens(target)
+        return {"fitnet": self.weight * fitnet_loss(hint, target)}

@@ -39,7 +39,7 @@ def list_models() -> list[str]:
 # Import the families so their decorators run.
 from kdlab.models import mlp, cnn  # noqa: E402,F401
 
-for _mod in ("resnet", "wrn", "vgg", "mobilenetv2", "shufflenetv2"):
+for _mod in ("resnet", "wrn", "vgg", "mobilenetv2", "shufflenetv2", "vit"):
     try:
         __import__(f"kdlab.models.{_mod}")
     except ModuleNotFoundError as e:  # family not present in this build

@@ -23,6 +23,8 @@ PAIRS = [
     ("resnet8", "vgg8"),
     ("cnn_small", "mlp"),
     ("mlp", "cnn_tiny"),
+    ("resnet8", "vit_tiny"),      # CNN maps -> transformer tokens
+    ("vit_small", "cnn_tiny"),    # tokens -> maps
 ]
 N, C, SIZE = 16, 10, 16
 
@@ -58,8 +60,8 @@ def test_method_trains_on_pair(method, pair):
     except IncompatibleError as e:
         msg = str(e)
         assert msg and len(msg.splitlines()) == 1
-        # only a pair with a 2-D (MLP) side may be refused; conv pairs must always work
-        assert any(m.startswith("mlp") for m in pair), f"{method} refused conv pair {pair}: {msg}"
+        # only a pair with a 2-D (MLP) or token (ViT) side may be refused; conv pairs must always work
+        assert any(m.startswith(("mlp", "vit")) for m in pair), f"{method} refused conv pair {pair}: {msg}"
         pytest.skip(f"refused before training: {msg}")
     d.set_progress(1, 2)
     opt = make_optimizer([p for p in d.parameters() if p.requires_grad], Schedule(lr=0.01))

@@ -7,6 +7,9 @@ from kdlab.core import Outputs
 from kdlab.errors import IncompatibleError
 from kdlab.methods._connectors import (
     Connector,
+    TokenConnector,
+    as_tokens,
+    match_tokens,
     common_size,
     conv_connector,
     connector_for,
@@ -109,3 +112,38 @@ def test_stage_keys_and_pairs_with_suffix():
     t = outs(layer1_preact=(2, 4, 8, 8), layer2_preact=(2, 4, 4, 4))
     assert resolve_pairs("X", s, t, None, suffix="_preact") == [("layer2_preact", "layer1_preact"),
                                                                  ("layer3_preact", "layer2_preact")]
+
+
+def test_tokens_from_maps_and_token_count_resampling():
+    x = torch.arange(24.0).view(1, 2, 3, 4)  # C=2, H=3, W=4
+    tok = as_tokens(x)
+    assert tok.shape == (1, 12, 2)
+    for k in range(12):  # row-major positions
+        assert torch.equal(tok[0, k], x[0, :, k // 4, k % 4])
+    t3 = torch.randn(2, 5, 3)
+    assert as_tokens(t3) is t3 and match_tokens(t3, 5) is t3
+    seq = torch.arange(8.0).view(1, 8, 1)
+    assert torch.equal(match_tokens(seq, 4)[0, :, 0], torch.tensor([0.5, 2.5, 4.5, 6.5]))  # pairs averaged
+    up = match_tokens(torch.tensor([[[0.0], [2.0]]]), 4)[0, :, 0]
+    assert torch.allclose(up, torch.tensor([0.0, 0.5, 1.5, 2.0]))  # linear, align_corners=False
+    c = torch.full((2, 7, 3), 1.5)
+    assert torch.allclose(match_tokens(c, 17), torch.full((2, 17, 3), 1.5))
+    assert torch.allclose(match_tokens(c, 3), torch.full((2, 3, 3), 1.5))
+
+
+def test_token_connectors_for_transformer_and_mixed_pairs():
+    s_tok, t_tok = torch.randn(3, 17, 64), torch.randn(3, 10, 32)
+    c = connector_for("FitNet", "layer2", s_tok, t_tok, relu=True, tokens=True)
+    assert isinstance(c, TokenConnector) and c(s_tok).shape == t_tok.shape
+    assert not any(isinstance(m, nn.ReLU) for m in c.modules())  # signed transformer targets: no ReLU
+    t_map = torch.randn(3, 16, 4, 4)  # a CNN teacher map: compared as 16 tokens of 16 values
+    c = connector_for("FitNet", "layer2", s_tok, t_map, relu=True, tokens=True)
+    assert c(s_tok).shape == as_tokens(t_map).shape == (3, 16, 16)
+    assert any(isinstance(m, nn.ReLU) for m in c.modules())  # post-ReLU map targets keep it
+    s_map = torch.randn(3, 8, 8, 8)  # a CNN student facing transformer tokens
+    assert connector_for("FitNet", "k", s_map, t_tok, tokens=True)(s_map).shape == t_tok.shape
+    # methods that compare maps do not ask for tokens: refused with the shapes
+    with pytest.raises(IncompatibleError, match=r"AB .*'layer2'.*\(3, 17, 64\).*\(3, 16, 4, 4\)"):
+        connector_for("AB", "layer2", s_tok, t_map)
+    with pytest.raises(IncompatibleError, match="tokens"):
+        connector_for("FitNet", "k", torch.randn(3, 5), t_tok, tokens=True)

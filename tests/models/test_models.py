@@ -65,6 +65,9 @@ def test_forward_backward(name: str, shape: tuple[int, int, int]) -> None:
     assert feats["pooled"].ndim == 2 and feats["pooled"].shape[0] == 2
     if _is_mlp(name):  # vectors only, as many layers as hidden sizes
         assert feats["layer1"].ndim == 2 and feats["layer1"].shape[0] == 2
+    elif name.startswith("vit"):  # tokens [B, 1 + patches, dim]: the class token and ceil(h/4)² patches
+        for i in (1, 2, 3, 4):
+            assert feats[f"layer{i}"].shape == (2, 1 + ((h + 3) // 4) ** 2, feats["pooled"].shape[1])
     else:
         for i in (1, 2, 3):
             assert f"layer{i}" in feats, sorted(feats)
