@@ -202,8 +202,11 @@ def accelerate_live(teacher: Teacher, sample: Batch, needs: Sequence[frozenset[s
     only the features the methods need; the teacher itself when no pass applies or ``mode`` is eager."""
     if mode == "eager" or getattr(teacher, "module", None) is None:
         return teacher
-    with torch.no_grad():
-        feats = features_needed(needs, list(teacher(sample).features))
+    try:
+        with torch.no_grad():
+            feats = features_needed(needs, list(teacher(sample).features))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return teacher  # a teacher that cannot take these inputs: the Distiller's check names the problem
     if feats is None:
         return teacher
     runner, used = accelerated(teacher, sample, mode, features=feats, log=log)

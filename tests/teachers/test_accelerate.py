@@ -50,6 +50,21 @@ def test_live_pass_agrees_with_eager_and_keeps_gradients_possible(digits, mode):
     assert accelerate_live(t, Batch(x), [frozenset({"logits"})], "eager") is t
 
 
+def test_a_teacher_that_cannot_take_the_inputs_is_left_to_the_distillers_check(digits):
+    """The shape problem is reported by the Distiller (IncompatibleError naming the inputs), not here."""
+    from kdlab.api import run
+    from kdlab.errors import IncompatibleError
+
+    torch.manual_seed(0)
+    wrong = FrozenTeacher(create_model("mlp_tiny", 10, 1, 12))  # expects 1x12x12 inputs; digits are 8x8
+    x = Batch(digits.train.gather(torch.arange(8)))
+    assert accelerate_live(wrong, x, [frozenset({"logits"})], "auto") is wrong
+    cfg = load_config(base={"data": {"name": "digits"}, "student": {"name": "mlp_tiny"},
+                            "methods": [{"name": "ce"}, {"name": "kd"}], "train": {"epochs": 1}, "report": False})
+    with pytest.raises(IncompatibleError, match="teacher cannot take this dataset's inputs"):
+        run(cfg, data=digits, teacher=wrong, save=False, progress=False)
+
+
 def test_logit_methods_export_no_features(digits):
     fast = accelerate_live(_teacher(), Batch(digits.train.gather(torch.arange(8))), [frozenset({"logits"})], "onnx")
     assert fast(Batch(digits.train.gather(torch.arange(8)))).features == {}
