@@ -44,6 +44,7 @@ demo: setup data
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/kdlab demo
 
 test: setup-test data browser
+	$(BIN)/ruff check -q kdlab tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).
