@@ -48,7 +48,7 @@ class TeacherConfig(_Strict):
     hf: str | None = None  # a local Hugging Face transformers model directory (safetensors weights)
     mean: list[float] | None = None  # the per-channel input normalisation the teacher expects (on [0, 1]
     std: list[float] | None = None  # pixels); the student's inputs are re-normalised to it
-    # how a live module teacher runs on CPU: auto tries ONNX Runtime, then BatchNorm folding, each
+    # how a live module teacher runs in a single CPU process: auto tries ONNX Runtime, then BN folding, each
     # checked against the eager teacher (benchmarks/cpu_options.md); eager keeps the PyTorch module
     accelerate: Literal["auto", "eager", "onnx", "fold_bn"] = "auto"
 
