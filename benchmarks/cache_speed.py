@@ -42,6 +42,7 @@ from kdlab.models import create_model
 from kdlab.teachers import FrozenTeacher
 from kdlab.teachers.cache_build import build_cache
 from kdlab.teachers.cached import CachedTeacher, cache_loader
+from paired import clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 
 med = statistics.median
 
@@ -87,12 +88,6 @@ class Timed:
         for b in self.loader:
             yield b
         self.spans.append((time.perf_counter() - w, time.process_time() - c))
-
-
-def clock(f: Callable[[], Any]) -> tuple[float, float]:
-    w, c = time.perf_counter(), time.process_time()
-    f()
-    return time.perf_counter() - w, time.process_time() - c
 
 
 def one_epoch(student: nn.Module, teacher, methods, data: DataSplits, bs: int, loader: Loader | None = None
@@ -166,17 +161,7 @@ def part_abc(args, work: Path) -> dict[str, Any]:
     }
     for f in runs.values():  # warm-up
         f()
-    times = {clk: {k: [] for k in runs} for clk in ("wall", "cpu")}
-    for rep in range(args.repeats):
-        order = list(runs)
-        if rep % 2:
-            order.reverse()
-        for k in order:
-            w, c = runs[k]()
-            times["wall"][k].append(w)
-            times["cpu"][k].append(c)
-        print(f"  abc rep {rep}: " + ", ".join(f"{k} {times['wall'][k][-1]:.2f}s/{times['cpu'][k][-1]:.2f}s cpu"
-                                              for k in runs), flush=True)
+    times = run_interleaved(runs, args.repeats, "abc")
     out: dict[str, Any] = {"setup": {"teacher": args.teacher, "student": args.student, "train_samples": len(data.train),
                                      "batch": bs, "steps": len(batches), "repeats": args.repeats}}
     for clk, t in times.items():
@@ -279,15 +264,7 @@ def part_d(args, work: Path) -> dict[str, Any]:
         runs["compiled_inference"] = lambda: infer(compiled)
     for f in (runs["eager_inference"],):
         f()
-    times = {clk: {k: [] for k in runs} for clk in ("wall", "cpu")}
-    for rep in range(args.repeats_d):
-        order = list(runs) if rep % 2 == 0 else list(reversed(runs))
-        for k in order:
-            w, c = runs[k]()
-            times["wall"][k].append(w)
-            times["cpu"][k].append(c)
-        print(f"  d rep {rep}: " + ", ".join(f"{k} {times['wall'][k][-1]:.2f}s/{times['cpu'][k][-1]:.2f}s cpu"
-                                            for k in runs), flush=True)
+    times = run_interleaved(runs, args.repeats_d, "d")
     ref = np.array(CachedTeacher(paths["eager"]).store.arrays["logits"])
     diffs = {}
     for mode in ("fold_bn", "onnx"):

@@ -47,26 +47,14 @@ from kdlab.teachers import FrozenTeacher
 from kdlab.teachers.accelerate import accelerate_live, accelerated
 from kdlab.teachers.cache_build import build_cache
 from kdlab.teachers.cached import CachedTeacher
+from paired import Arm, clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 
 med = statistics.median
 
 
-def clock(f: Callable[[], Any]) -> tuple[float, float]:
-    w, c = time.perf_counter(), time.process_time()
-    f()
-    return time.perf_counter() - w, time.process_time() - c
-
-
-def interleave(arms: dict[str, Callable[[], tuple[float, float]]], repeats: int, tag: str) -> dict[str, Any]:
-    """Run every arm ``repeats`` times, forward then reverse order; medians and paired ratios vs the first arm."""
-    t = {c: {k: [] for k in arms} for c in ("wall", "cpu")}
-    for rep in range(repeats):
-        for k in (list(arms) if rep % 2 == 0 else list(reversed(arms))):
-            w, c = arms[k]()
-            t["wall"][k].append(w)
-            t["cpu"][k].append(c)
-        print(f"  {tag} rep {rep}: " + ", ".join(f"{k} {t['wall'][k][-1]:.3f}/{t['cpu'][k][-1]:.3f}" for k in arms),
-              flush=True)
+def interleave(arms: dict[str, Arm], repeats: int, tag: str) -> dict[str, Any]:
+    """:func:`run_interleaved`, summarised: medians and paired ratios against the first arm."""
+    t = run_interleaved(arms, repeats, tag)
     base = next(iter(arms))
     return {c: {"median_s": {k: round(med(v), 4) for k, v in d.items()},
                 "speedup_vs_" + base: {k: round(med([d[base][i] / v[i] for i in range(repeats)]), 3) for k, v in d.items()},

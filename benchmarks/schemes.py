@@ -119,29 +119,24 @@ class Bench:
                      "reference": tiny, "reference_is": "cnn_tiny alone", "seconds": round(r.seconds, 1)})
         return rows
 
-    def assistant(self) -> list[dict[str, Any]]:
+    def _assistant(self, student: str) -> list[dict[str, Any]]:
+        """cnn_medium → cnn_small → ``student`` against cnn_medium → ``student`` directly."""
         from kdlab.schemes.assistant import teacher_assistant
 
         t0 = time.perf_counter()
-        r = teacher_assistant(self.model("cnn_medium"), "cnn_small", "mlp_tiny", self.data, epochs=self.E, direct=True,
+        r = teacher_assistant(self.model("cnn_medium"), "cnn_small", student, self.data, epochs=self.E, direct=True,
                               seed=0)
         ch = r.extra["chain"]
         return [{"scheme": "teacher assistant", "setting": f"cnn_medium ({100 * ch[0]['test_acc']:.2f}) → cnn_small "
-                 f"({100 * ch[1]['test_acc']:.2f}) → mlp_tiny", "result": _acc(r.test["acc"]),
-                 "reference": _acc(r.extra["direct_acc"]), "reference_is": "cnn_medium → mlp_tiny directly",
-                 "also": f"mlp_tiny alone {100 * self.ref('mlp_tiny'):.2f}", "seconds": round(time.perf_counter() - t0, 1)}]
+                 f"({100 * ch[1]['test_acc']:.2f}) → {student}", "result": _acc(r.test["acc"]),
+                 "reference": _acc(r.extra["direct_acc"]), "reference_is": f"cnn_medium → {student} directly",
+                 "also": f"{student} alone {100 * self.ref(student):.2f}", "seconds": round(time.perf_counter() - t0, 1)}]
+
+    def assistant(self) -> list[dict[str, Any]]:
+        return self._assistant("mlp_tiny")
 
     def assistant2(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.assistant import teacher_assistant
-
-        t0 = time.perf_counter()
-        r = teacher_assistant(self.model("cnn_medium"), "cnn_small", "cnn_tiny", self.data, epochs=self.E, direct=True,
-                              seed=0)
-        ch = r.extra["chain"]
-        return [{"scheme": "teacher assistant", "setting": f"cnn_medium ({100 * ch[0]['test_acc']:.2f}) → cnn_small "
-                 f"({100 * ch[1]['test_acc']:.2f}) → cnn_tiny", "result": _acc(r.test["acc"]),
-                 "reference": _acc(r.extra["direct_acc"]), "reference_is": "cnn_medium → cnn_tiny directly",
-                 "also": f"cnn_tiny alone {100 * self.ref('cnn_tiny'):.2f}", "seconds": round(time.perf_counter() - t0, 1)}]
+        return self._assistant("cnn_tiny")
 
     def unlabeled_mlp(self) -> list[dict[str, Any]]:
         from kdlab.schemes.unlabeled import unlabeled
