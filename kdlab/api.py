@@ -18,7 +18,7 @@ from torch import nn
 from kdlab.config import RunConfig, TrainConfig, dump_config, load_config
 from kdlab.core import Batch, Method, Teacher
 from kdlab.data import DataSplits, Split, load_data
-from kdlab.engine import checkpoint as ckpt
+from kdlab.store import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import FitResult, Schedule, fit
 from kdlab.errors import CheckpointError, ConfigError, IncompatibleError, KDLabError

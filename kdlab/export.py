@@ -171,7 +171,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool = False, t
 def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher: str | Path | None, data: str | None,
             root: str | None, samples: int, batch: int, opset: int, threads: int) -> ExportResult:
     from kdlab.api import load_model
-    from kdlab.engine.checkpoint import atomic_write_text, sha256_file
+    from kdlab.store.checkpoint import atomic_write_text, sha256_file
     from kdlab.evaluate.cost import size_on_disk_bytes
 
     model, meta = load_model(checkpoint)

@@ -20,7 +20,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a checkpoint (run/best or 
     Example:  kdlab eval runs/digits-teacher/best --data digits
     """
     from kdlab.api import evaluate
-    from kdlab.engine.checkpoint import load_meta
+    from kdlab.store.checkpoint import load_meta
     from kdlab.errors import ConfigError
 
     if split not in ("train", "val", "test"):

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdlab.core import Batch
 from kdlab.data import DataSplits, Loader
-from kdlab.engine import checkpoint as ckpt
+from kdlab.store import checkpoint as ckpt
 from kdlab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from kdlab.evaluate.metrics import evaluate_model
 
@@ -301,7 +301,7 @@ def _repair_checkpoints(run: Path, trainable: nn.Module, best_state: dict[str, t
 
 
 class _StateHolder(nn.Module):
-    """Presents a plain state dict to :func:`kdlab.engine.checkpoint.save_weights`."""
+    """Presents a plain state dict to :func:`kdlab.store.checkpoint.save_weights`."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         super().__init__()

@@ -157,7 +157,7 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
 
                 data = data_from_config(cfg)
             else:
-                from kdlab.engine.checkpoint import load_meta
+                from kdlab.store.checkpoint import load_meta
                 from kdlab.data import load_data
 
                 data = load_data(load_meta(run / "best")["data"])
@@ -348,7 +348,7 @@ def write_report(run_dir: str | Path, *, data: Any = None, student: nn.Module | 
     directory of the student trained alone. compare: a ``compare.json`` (default: one in the run
     directory or its parent). measure: time the models on CPU when no compare.json is found.
     """
-    from kdlab.engine.checkpoint import atomic_write, atomic_write_text
+    from kdlab.store.checkpoint import atomic_write, atomic_write_text
 
     run = Path(run_dir)
     if not run.is_dir():

@@ -5,7 +5,7 @@ import torch
 
 from kdlab.core import Batch
 from kdlab.data import load_data
-from kdlab.engine import checkpoint as ckpt
+from kdlab.store import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.errors import CheckpointError, IncompatibleError, NonFiniteLossError

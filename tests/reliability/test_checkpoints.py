@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdlab.data import load_data
-from kdlab.engine import checkpoint as ckpt
+from kdlab.store import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.errors import CheckpointError, NonFiniteLossError

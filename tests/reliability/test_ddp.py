@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from kdlab.config import load_config
-from kdlab.engine import checkpoint as ckpt
+from kdlab.store import checkpoint as ckpt
 from kdlab.engine import distributed
 from kdlab.errors import ConfigError
 from tests.reliability._helpers import make_teacher
