@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from kdlab.data import DataSplits
+from kdlab.data import DataSplits, Split
 from kdlab.evaluate.cost import count_flops, count_params, interleaved_latency_ms, size_on_disk_bytes
 from kdlab.evaluate.metrics import classification_metrics, predict
 
@@ -31,7 +31,7 @@ class Row:
 
 
 def compare(models: dict[str, nn.Module], data: DataSplits, reference: str | None = None, latency: bool = True,
-            splits: dict[str, object] | None = None) -> list[Row]:
+            splits: dict[str, Split] | None = None) -> list[Row]:
     """Measure every model on the test split (``splits[name]`` overrides it, e.g. a split with the
     model's own normalisation). Latency is timed round-robin across the models; speed-up is
     relative to ``reference`` (default: the first, the teacher) at batch 256."""
@@ -39,6 +39,7 @@ def compare(models: dict[str, nn.Module], data: DataSplits, reference: str | Non
     rows = []
     for name, model in models.items():
         s = (splits or {}).get(name) or data.test
+        assert s.y is not None, f"the split measuring {name!r} has no labels"
         m = classification_metrics(predict(model, s), s.y, data.num_classes)
         rows.append(Row(name, m["acc"], m["precision"], m["recall"], m["f1"], count_params(model),
                         count_flops(model, shape) / 1e6, float("nan"), float("nan"), size_on_disk_bytes(model) / 1024))

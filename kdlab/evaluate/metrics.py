@@ -24,7 +24,8 @@ def predict(model: nn.Module, split, batch_size: int = 512) -> Tensor:
     return torch.cat(outs)
 
 
-def classification_metrics(logits: Tensor, targets: Tensor, num_classes: int | None = None, bins: int = 15) -> dict[str, float]:
+def classification_metrics(logits: Tensor, targets: Tensor, num_classes: int | None = None,
+                           bins: int = 15) -> dict[str, float]:
     """logits ``[N, C]``, targets ``[N]`` → acc, precision/recall/f1 (macro), nll, ece."""
     C = num_classes or logits.shape[1]
     pred = logits.argmax(1)

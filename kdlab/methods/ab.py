@@ -24,7 +24,8 @@ def ab_loss(source: Tensor, target: Tensor, margin: float = 1.0) -> Tensor:
 
 @register_method("ab")
 class AB(Method):
-    """Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons (Heo, Lee, Yun, Choi; AAAI 2019).
+    """Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons
+    (Heo, Lee, Yun, Choi; AAAI 2019).
 
     loss = weight · Σ_i 2^−(N−1−i) · ab_loss(C_i(student ``layer{i}_preact``), teacher
     ``layer{i}_preact``), margin μ = 1: the deepest stage counts fully, each shallower one half
@@ -78,4 +79,4 @@ class AB(Method):
         n = len(self.pairs)
         total = sum(ab_loss(c(student.features[s]), teacher.features[t], self.margin) / 2 ** (n - 1 - i)
                     for i, ((s, t), c) in enumerate(zip(self.pairs, self.connectors)))
-        return {"ab": self.weight * total}  # type: ignore[dict-item]
+        return {"ab": self.weight * total}

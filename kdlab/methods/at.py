@@ -29,7 +29,8 @@ def at_loss(f_s: Tensor, f_t: Tensor, p: float = 2.0) -> Tensor:
 
 @register_method("at")
 class AT(Method):
-    """Paying More Attention to Attention: Improving the Performance of Convolutional Neural Networks via Attention Transfer (Zagoruyko, Komodakis; ICLR 2017).
+    """Paying More Attention to Attention: Improving the Performance of Convolutional Neural Networks
+    via Attention Transfer (Zagoruyko, Komodakis; ICLR 2017).
 
     loss = weight · Σ_stages mean((Q_S/‖Q_S‖₂ − Q_T/‖Q_T‖₂)²), Q = vec(mean_c |A_c|^p).
 

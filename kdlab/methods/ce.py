@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.core import Batch, Method, Outputs, DataInfo
+from kdlab.core import Batch, DataInfo, Method, Outputs
 from kdlab.methods import register_method
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,15 @@ class CRD(Method):
     needs = frozenset({"pooled"})
     family = "relation"
 
+    # buffers registered by prepare: the bank (memory_*) or the queue (queue_*), and Z per side
+    memory_s: Tensor
+    memory_t: Tensor
+    queue_s: Tensor
+    queue_t: Tensor
+    queue_ptr: Tensor
+    z_s: Tensor
+    z_t: Tensor
+
     def __init__(self, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, nce_m: float = 0.5,
                  queue_size: int | None = None, weight: float = 0.8) -> None:
         super().__init__()
@@ -84,16 +94,19 @@ class CRD(Method):
         self._pending = None
         if self.queue_size is None:
             if self.n_data < 2:
-                raise IncompatibleError(f"CRD's memory bank needs at least 2 training samples, got num_train={self.n_data}")
+                raise IncompatibleError(f"CRD's memory bank needs at least 2 training samples, "
+                                        f"got num_train={self.n_data}")
             self.k = min(self.nce_k, self.n_data - 1)
             stdv = 1.0 / math.sqrt(self.feat_dim / 3)
             for name in ("memory_s", "memory_t"):
-                self.register_buffer(name, torch.rand(self.n_data, self.feat_dim, device=dev, dtype=dt) * 2 * stdv - stdv)
+                bank = torch.rand(self.n_data, self.feat_dim, device=dev, dtype=dt) * 2 * stdv - stdv
+                self.register_buffer(name, bank)
         else:
             self.n_data = max(self.n_data, 1)
             self.k = self.queue_size
             for name in ("queue_s", "queue_t"):
-                self.register_buffer(name, F.normalize(torch.randn(self.queue_size, self.feat_dim, device=dev, dtype=dt), dim=1))
+                queue = F.normalize(torch.randn(self.queue_size, self.feat_dim, device=dev, dtype=dt), dim=1)
+                self.register_buffer(name, queue)
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long, device=dev))
         self.register_buffer("z_s", torch.tensor(-1.0, device=dev))
         self.register_buffer("z_t", torch.tensor(-1.0, device=dev))
@@ -179,7 +192,8 @@ class CRD(Method):
             s_scores, t_scores = self._queue_scores(es, et)
         out_s = torch.exp(s_scores / self.nce_t)
         out_t = torch.exp(t_scores / self.nce_t)
-        loss = nce_loss(out_s / self._z("z_s", out_s), self.n_data) + nce_loss(out_t / self._z("z_t", out_t), self.n_data)
+        loss = (nce_loss(out_s / self._z("z_s", out_s), self.n_data)
+                + nce_loss(out_t / self._z("z_t", out_t), self.n_data))
         if self.training:
             self._pending = (es.detach(), et.detach(), index)
         return {"crd": self.weight * loss}
@@ -188,6 +202,6 @@ class CRD(Method):
         super().set_progress(epoch, epochs)
         self.flush_updates()
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         self.flush_updates()
         super()._save_to_state_dict(destination, prefix, keep_vars)

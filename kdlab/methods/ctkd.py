@@ -16,12 +16,12 @@ class _GradientReversal(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by −λ."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, lambda_: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, lambda_: float) -> Tensor:
         ctx.lambda_ = lambda_
         return x.clone()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return -ctx.lambda_ * grad, None
 
 
@@ -81,7 +81,8 @@ class CTKD(Method):
         self.temp = GlobalTemperature(t_start, t_end)
         self.lambda_min, self.lambda_max, self.decay_epochs = lambda_min, lambda_max, decay_epochs
         self.weight, self.logit_stand = weight, logit_stand
-        self.epoch: int | None = None
+        # None until set_progress runs; Method's own type for epoch (from set_progress) is int
+        self.epoch: int | None = None  # type: ignore[assignment]
 
     @property
     def lambda_(self) -> float:

@@ -63,7 +63,8 @@ class DKD(Method):
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.alpha, self.beta, self.T, self.warmup = alpha, beta, T, warmup
         self.weight, self.logit_stand = weight, logit_stand
-        self.epoch: int | None = None
+        # None until set_progress runs; Method's own type for epoch (from set_progress) is int
+        self.epoch: int | None = None  # type: ignore[assignment]
 
     def warmup_factor(self) -> float:
         if self.warmup == 0 or self.epoch is None:

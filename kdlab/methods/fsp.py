@@ -39,7 +39,8 @@ def default_sequence(outputs: Outputs) -> list[str]:
 
 @register_method("fsp")
 class FSP(Method):
-    """A Gift from Knowledge Distillation: Fast Optimization, Network Minimization and Transfer Learning (Yim, Joo, Bae, Kim; CVPR 2017).
+    """A Gift from Knowledge Distillation: Fast Optimization, Network Minimization and Transfer Learning
+    (Yim, Joo, Bae, Kim; CVPR 2017).
 
     loss = weight · Σ_i mean((G_S^i − G_T^i)²), G^i the FSP matrix between consecutive features
     i and i+1 of the sequence (default ``stem`` when both networks have one, then every stage;

@@ -121,7 +121,9 @@ class FT(Method):
             raise RuntimeError("FT.prepare() must run before forward()")
         assert teacher is not None
         s_key, t_key = self.pair
-        t = teacher.features[t_key].detach().to(self.paraphraser.encoder[0].weight.dtype)
+        first = self.paraphraser.encoder[0]
+        assert isinstance(first, nn.Conv2d)
+        t = teacher.features[t_key].detach().to(first.weight.dtype)
         factor_t, rec = self.paraphraser(t)
         factor_s = self.translator(student.features[s_key])
         return {"ft": self.weight * ft_loss(factor_s, factor_t.detach(), self.p),

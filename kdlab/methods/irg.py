@@ -52,7 +52,8 @@ def transform_vector(f1: Tensor, f2: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def irg_terms(student_logits: Tensor, teacher_logits: Tensor, student_feats: Sequence[Tensor],
-              teacher_feats: Sequence[Tensor], transform_pairs: Sequence[tuple[int, int]] = ()) -> tuple[Tensor, Tensor, Tensor]:
+              teacher_feats: Sequence[Tensor], transform_pairs: Sequence[tuple[int, int]] = ()
+              ) -> tuple[Tensor, Tensor, Tensor]:
     """(vertex, edge, transformation) losses.
 
     vertex:    MSE between logits (the IRG vertices of the last layer);

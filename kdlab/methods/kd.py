@@ -39,4 +39,5 @@ class KD(Method):
         if s.shape[0] == 0:  # every token masked out
             return {}
         s, t = maybe_standardize(s, t, self.logit_stand)
+        assert t is not None
         return {"kd": self.weight * kd_loss(s, t, self.T)}

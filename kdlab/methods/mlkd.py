@@ -1,7 +1,7 @@
 """Multi-level logit distillation: instance-, batch- and class-level alignment at several temperatures."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -33,18 +33,31 @@ def class_level(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Ten
     return ((pt.t() @ pt - ps.t() @ ps) ** 2).sum() / ps.shape[1]
 
 
-def mlkd_terms(student_logits: Tensor, teacher_logits: Tensor, temperatures: Sequence[float] = (2.0, 3.0, 4.0, 5.0, 6.0),
+def _summed(term: Callable[[Tensor, Tensor, float], Tensor], student_logits: Tensor, teacher_logits: Tensor,
+            temperatures: Sequence[float]) -> Tensor:
+    """Σ over the (non-empty) ``temperatures`` of ``term(student_logits, teacher_logits, T)``, in order."""
+    total = term(student_logits, teacher_logits, temperatures[0])
+    for T in temperatures[1:]:
+        total = total + term(student_logits, teacher_logits, T)
+    return total
+
+
+def mlkd_terms(student_logits: Tensor, teacher_logits: Tensor,
+               temperatures: Sequence[float] = (2.0, 3.0, 4.0, 5.0, 6.0),
                logit_stand: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """(instance, batch, class) losses, each summed over ``temperatures``. Logits ``[N, C]``.
 
     ``logit_stand`` z-scores the logits of the instance-level term only, as the Logit
     Standardization authors' MLKD does; batch- and class-level terms use the raw logits.
     """
-    si, ti = (standardize(student_logits), standardize(teacher_logits)) if logit_stand else (student_logits, teacher_logits)
-    inst = sum(instance_level(si, ti, T) for T in temperatures)
-    bat = sum(batch_level(student_logits, teacher_logits, T) for T in temperatures)
-    cls = sum(class_level(student_logits, teacher_logits, T) for T in temperatures)
-    return inst, bat, cls  # type: ignore[return-value]
+    if logit_stand:
+        si, ti = standardize(student_logits), standardize(teacher_logits)
+    else:
+        si, ti = student_logits, teacher_logits
+    inst = _summed(instance_level, si, ti, temperatures)
+    bat = _summed(batch_level, student_logits, teacher_logits, temperatures)
+    cls = _summed(class_level, student_logits, teacher_logits, temperatures)
+    return inst, bat, cls
 
 
 @register_method("mlkd")
@@ -89,9 +102,9 @@ class MLKD(Method):
         w, temps = self.weight, self.temperatures
         if self.w_instance:
             si, ti = (standardize(s), standardize(t)) if self.logit_stand else (s, t)
-            out["mlkd_instance"] = w * self.w_instance * sum(instance_level(si, ti, T) for T in temps)
+            out["mlkd_instance"] = w * self.w_instance * _summed(instance_level, si, ti, temps)
         if self.w_batch:
-            out["mlkd_batch"] = w * self.w_batch * sum(batch_level(s, t, T) for T in temps)
+            out["mlkd_batch"] = w * self.w_batch * _summed(batch_level, s, t, temps)
         if self.w_class:
-            out["mlkd_class"] = w * self.w_class * sum(class_level(s, t, T) for T in temps)
-        return out  # type: ignore[return-value]
+            out["mlkd_class"] = w * self.w_class * _summed(class_level, s, t, temps)
+        return out

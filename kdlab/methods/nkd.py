@@ -30,14 +30,16 @@ def nkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, T:
     return loss_t, loss_nt
 
 
-def nkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, T: float = 1.0, gamma: float = 1.5) -> Tensor:
+def nkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, T: float = 1.0,
+             gamma: float = 1.5) -> Tensor:
     lt, lnt = nkd_terms(student_logits, teacher_logits, target, T, gamma)
     return lt + lnt
 
 
 @register_method("nkd")
 class NKD(Method):
-    """From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels (Yang, Zeng, Li, Zhang, Yuan, Li; ICCV 2023).
+    """From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with Normalized Loss
+    and Customized Soft Labels (Yang, Zeng, Li, Zhang, Yuan, Li; ICCV 2023).
 
     NKD: loss = weight · (−T_t log S_t − γ·T²·Σ_{i≠t} N(T_i^T) log N(S_i^T)), used with ``ce`` at
     1.0. Defaults are the authors' ImageNet settings in yzd-v/cls_KD (T=1, γ=1.5); their CIFAR-100

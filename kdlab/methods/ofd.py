@@ -96,4 +96,4 @@ class OFD(Method):
         n = len(self.pairs)
         total = sum(ofd_loss(c(student.features[s]), teacher.features[t], self.margin(i)) / 2 ** (n - 1 - i)
                     for i, ((s, t), c) in enumerate(zip(self.pairs, self.connectors)))
-        return {"ofd": self.weight * total}  # type: ignore[dict-item]
+        return {"ofd": self.weight * total}

@@ -47,12 +47,13 @@ class ABF(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels))
-        self.conv2 = nn.Sequential(nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(out_channels))
+        conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.conv1 = nn.Sequential(conv1, nn.BatchNorm2d(mid_channels))
+        conv2 = nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Sequential(conv2, nn.BatchNorm2d(out_channels))
         self.att_conv = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
-        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
-        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+        nn.init.kaiming_uniform_(conv1.weight, a=1)
+        nn.init.kaiming_uniform_(conv2.weight, a=1)
 
     def forward(self, x: Tensor, residual: Tensor | None, out_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
@@ -118,7 +119,8 @@ class ReviewKD(Method):
         if self.include_pooled:
             pairs.append(("pooled", "pooled"))
         for s, t in pairs:
-            for side, out, key, flag in (("student", student, s, "student_preact"), ("teacher", teacher, t, "teacher_preact")):
+            for side, out, key, flag in (("student", student, s, "student_preact"),
+                                         ("teacher", teacher, t, "teacher_preact")):
                 if key not in out.features:
                     raise IncompatibleError(
                         f"ReviewKD needs feature {key!r} but the {side} only has {sorted(out.features)}"

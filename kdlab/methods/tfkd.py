@@ -48,7 +48,8 @@ class TfKD(Method):
 
     needs = frozenset()
 
-    def __init__(self, T: float = 20.0, correct_prob: float = 0.99, weight: float = 0.1, logit_stand: bool = False) -> None:
+    def __init__(self, T: float = 20.0, correct_prob: float = 0.99, weight: float = 0.1,
+                 logit_stand: bool = False) -> None:
         super().__init__()
         if T <= 0:
             raise ValueError(f"temperature T must be > 0, got {T}")

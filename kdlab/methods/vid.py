@@ -3,6 +3,7 @@ mutual information between teacher and student features."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ def vid_nll(pred_mean: Tensor, target: Tensor, log_scale: Tensor, eps: float = 1
 
 def _regressor(cin: int, cout: int, mid: int, conv: bool) -> nn.Sequential:
     """The reference's 3-layer 1×1 regressor (no bias): cin → mid → mid → cout with ReLUs."""
+    layer: Callable[[int, int], nn.Module]
     if conv:
         layer = lambda i, o: nn.Conv2d(i, o, 1, bias=False)  # noqa: E731
     else:

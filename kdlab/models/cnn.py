@@ -16,7 +16,8 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 
 class CNN(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...], convs_per_stage: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...], convs_per_stage: int = 1,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.stages = nn.ModuleList()
         cin = in_channels

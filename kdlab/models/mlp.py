@@ -8,7 +8,8 @@ from kdlab.models import register_model
 
 
 class MLP(nn.Module):
-    def __init__(self, num_classes: int, in_features: int, hidden: tuple[int, ...] = (256, 128), dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int, in_features: int, hidden: tuple[int, ...] = (256, 128),
+                 dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_features
@@ -31,7 +32,8 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def mlp(num_classes: int, in_channels: int = 3, image_size: int = 32, hidden: tuple[int, ...] = (256, 128), dropout: float = 0.0) -> nn.Module:
+def mlp(num_classes: int, in_channels: int = 3, image_size: int = 32, hidden: tuple[int, ...] = (256, 128),
+        dropout: float = 0.0) -> nn.Module:
     return MLP(num_classes, in_channels * image_size * image_size, tuple(hidden), dropout)
 
 

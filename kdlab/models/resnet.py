@@ -20,6 +20,8 @@ convs use padding 1, so odd sizes round up: 28 -> 14 -> 7).
 """
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -99,9 +101,10 @@ class CifarResNet(nn.Module):
         feats: dict[str, Tensor] = {"stem": h}
         for i in range(1, self.num_stages + 1):
             stage: nn.Sequential = getattr(self, f"layer{i}")
-            for block in stage[:-1]:
+            *body, last = stage
+            for block in body:
                 h = block(h)
-            pre = stage[-1].preact(h)
+            pre = cast(BasicBlock, last).preact(h)  # every stage is built of BasicBlocks
             h = F.relu(pre)
             feats[f"layer{i}_preact"] = pre
             feats[f"layer{i}"] = h

@@ -33,6 +33,8 @@ Works for any number of input channels and any image size >= 8 (28x28: 14, 7, 4)
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -143,9 +145,10 @@ class ShuffleNetV2(nn.Module):
         feats: dict[str, Tensor] = {"stem": h}
         for i in range(1, self.num_stages + 1):
             stage: nn.Sequential = getattr(self, f"layer{i}")
-            for unit in stage[:-1]:
+            *body, last = stage
+            for unit in body:
                 h = unit(h)
-            h, pre = stage[-1].forward_with_preact(h)
+            h, pre = cast(BasicUnit, last).forward_with_preact(h)  # a stage ends with a BasicUnit
             feats[f"layer{i}_preact"] = pre
             feats[f"layer{i}"] = h
         pooled = self.pool(F.relu(self.bn2(self.conv2(h)))).flatten(1)

@@ -25,6 +25,8 @@ Works for any number of input channels and any image size >= 8 (adaptive average
 """
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -78,6 +80,11 @@ class WideStage(nn.Module):
         return x
 
 
+def _entry_bn(stage: WideStage) -> nn.BatchNorm2d:
+    """The pre-activation BN (``bn1``) of the stage's first block."""
+    return cast(WideBasicBlock, stage.layer[0]).bn1
+
+
 class WideResNet(nn.Module):
     def __init__(
         self, depth: int, widen_factor: int, num_classes: int, in_channels: int = 3, drop_rate: float = 0.0
@@ -115,11 +122,11 @@ class WideResNet(nn.Module):
         """
         h = self.conv1(x)
         stages: list[WideStage] = [getattr(self, f"block{i}") for i in range(1, self.num_stages + 1)]
-        act = F.relu(stages[0].layer[0].bn1(h))
+        act = F.relu(_entry_bn(stages[0])(h))
         feats: dict[str, Tensor] = {"stem": act}
         for i, stage in enumerate(stages):
             h = stage(h, act)
-            bn = stages[i + 1].layer[0].bn1 if i + 1 < len(stages) else self.bn1
+            bn = _entry_bn(stages[i + 1]) if i + 1 < len(stages) else self.bn1
             pre = bn(h)
             act = F.relu(pre)
             feats[f"layer{i + 1}_preact"] = pre

@@ -144,7 +144,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except Exception as e:
         msg = str(e)
         if "WeightsUnpickler error" in msg or "Weights only load failed" in msg:
-            detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if "WeightsUnpickler error:" in msg else ""
+            detail = ""
+            if "WeightsUnpickler error:" in msg:
+                detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0]
             detail = detail.split(". ", 1)[0]  # drop torch's advice on allow-listing globals
             raise CheckpointError(f"refusing to load {path}: not a training state of plain tensors and data "
                                   f"({detail or 'weights-only unpickling failed'}); nothing in it was run") from None

@@ -273,7 +273,8 @@ class Store:
                     np.lib.format.read_array_header_2_0
                 shape, fortran, dtype = read_header(fh)
             except ValueError as e:
-                raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} has no valid .npy header ({e})") from None
+                raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} has no valid .npy header "
+                                      f"({e})") from None
             offset = fh.tell()
             if dtype.hasobject or dtype.name not in DTYPES:  # never an object (pickled) array
                 raise CheckpointError(f"cache {self.path} is corrupt: {a['file']} header has dtype {dtype}, not one "

@@ -27,13 +27,15 @@ MODES = ("auto", "eager", "onnx", "fold_bn")
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
-    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-    inv = scale / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None  # only BatchNorms that track running stats are folded
+    scale = bn.weight.detach() if bn.affine else torch.ones_like(var)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(mean)
+    inv = scale / torch.sqrt(var + bn.eps)
     with torch.no_grad():
         conv.weight.mul_(inv.view(-1, *([1] * (conv.weight.dim() - 1))))
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = (bias - bn.running_mean) * inv + shift
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(mean)
+        new_bias = (bias - mean) * inv + shift
         if conv.bias is None:
             conv.bias = nn.Parameter(new_bias, requires_grad=False)
         else:
@@ -46,6 +48,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     pairs: list[tuple[nn.Module, nn.Conv2d, str]] = []
     for parent in m.modules():
         children = list(parent.named_children())
+        cands: list[tuple[nn.Module | None, str, nn.Module]]
         if isinstance(parent, nn.Sequential):
             cands = [(c1, n2, c2) for (_n1, c1), (n2, c2) in zip(children, children[1:])]
         else:
@@ -97,10 +100,13 @@ class OnnxRunner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                # the exporter restores the wrapper's mode afterwards: it must be eval too
-                torch.onnx.export(_Export(module, self.features).eval(), (sample,), buf, input_names=["x"],
-                                  output_names=["logits", *self.features], opset_version=17, dynamo=False,
-                                  dynamic_axes={"x": {0: "batch"}})
+                # the exporter restores the wrapper's mode afterwards: it must be eval too; the
+                # TorchScript exporter (dynamo=False) writes to a file object too, which torch's
+                # annotation of ``f`` (str | PathLike | None) leaves out
+                torch.onnx.export(_Export(module, self.features).eval(), (sample,),
+                                  buf,  # type: ignore[arg-type]
+                                  input_names=["x"], output_names=["logits", *self.features], opset_version=17,
+                                  dynamo=False, dynamic_axes={"x": {0: "batch"}})
         finally:
             module.train(was)
         opts = ort.SessionOptions()
@@ -111,6 +117,7 @@ class OnnxRunner:
 
     def __call__(self, batch: Batch) -> Outputs:
         x = batch.inputs if self.transform is None else self.transform(batch.inputs)
+        assert isinstance(x, Tensor)  # built only for tensor inputs (see accelerated)
         out = self.session.run(None, {"x": x.detach().cpu().float().numpy()})
         t = [torch.from_numpy(o) for o in out]
         return Outputs(t[0], dict(zip(self.features, t[1:])))
@@ -141,9 +148,10 @@ def accelerated(teacher: Teacher, sample: Batch, mode: str = "auto", features: S
     if mode == "eager" or not isinstance(module, nn.Module) or not isinstance(x, Tensor) or x.device.type != "cpu":
         return teacher, "eager"
     transform = getattr(teacher, "input_transform", None)
-    sample = Batch(x[:64], None if sample.targets is None else sample.targets[:64],
-                   None if sample.index is None else sample.index[:64], None if sample.view is None else sample.view[:64])
-    x = sample.inputs
+    x = x[:64]
+    sample = Batch(x, None if sample.targets is None else sample.targets[:64],
+                   None if sample.index is None else sample.index[:64],
+                   None if sample.view is None else sample.view[:64])
     ref = teacher(sample)
     for cand in (("onnx", "fold_bn") if mode == "auto" else (mode,)):
         try:
@@ -180,7 +188,7 @@ class AcceleratedTeacher:
     def to(self, device: torch.device | str) -> Teacher:
         if torch.device(device).type == "cpu":
             return self
-        return self.teacher.to(device) if hasattr(self.teacher, "to") else self.teacher  # type: ignore[attr-defined]
+        return self.teacher.to(device) if hasattr(self.teacher, "to") else self.teacher
 
 
 def features_needed(needs: Sequence[frozenset[str]], available: Sequence[str]) -> list[str] | None:

@@ -130,8 +130,9 @@ def cache_loader(data: DataSplits, teacher: CachedTeacher, batch_size: int, seed
                  rank: int = 0, world_size: int = 1) -> Loader:
     """The training loader that presents the student exactly the inputs the cached teacher saw
     (the same arguments ``fit`` uses for its default loader otherwise)."""
-    kw = dict(shuffle=True, augment=data.augment, drop_last=len(data.train) > batch_size, rank=rank,
-              world_size=world_size)
-    if data.augment is None:
-        return Loader(data.train, batch_size, seed=seed, **kw)  # view is always 0
-    return CachedViewLoader(data.train, batch_size, views=teacher.views, view_seed=teacher.seed, seed=seed, **kw)
+    drop_last = len(data.train) > batch_size
+    if data.augment is None:  # view is always 0
+        return Loader(data.train, batch_size, shuffle=True, seed=seed, augment=None, drop_last=drop_last, rank=rank,
+                      world_size=world_size)
+    return CachedViewLoader(data.train, batch_size, views=teacher.views, view_seed=teacher.seed, seed=seed,
+                            shuffle=True, augment=data.augment, drop_last=drop_last, rank=rank, world_size=world_size)

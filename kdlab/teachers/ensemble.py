@@ -116,7 +116,7 @@ class EnsembleTeacher:
             z = outs[src].logits
             self.last_weights = F.one_hot(torch.full((z.shape[0],), k, dtype=torch.long, device=z.device),
                                           len(self.logits_from)).float()
-            feats = {key: v for i in self.features_from for key, v in outs[i].features.items()}
+            feats: dict[str, Tensor] = {key: v for i in self.features_from for key, v in outs[i].features.items()}
             return Outputs(z, feats, outs[src].mask)
         outs = {i: self.teachers[i](batch) for i in sorted(set(self.logits_from) | set(self.features_from))}
         logits = [outs[i].logits for i in self.logits_from]
@@ -131,7 +131,7 @@ class EnsembleTeacher:
             merged = (wb * z).sum(1)
         else:
             merged = torch.logsumexp(z.log_softmax(-1) + wb.clamp_min(1e-30).log(), dim=1)
-        feats: dict[str, Tensor] = {}
+        feats = {}
         for i in self.features_from:
             feats.update(outs[i].features)
         return Outputs(merged.to(logits[0].dtype), feats, outs[self.logits_from[0]].mask)
@@ -139,7 +139,7 @@ class EnsembleTeacher:
     def to(self, device: torch.device | str) -> "EnsembleTeacher":
         for t in self.teachers:
             if hasattr(t, "to"):
-                t.to(device)  # type: ignore[union-attr]
+                t.to(device)
         return self
 
     def __repr__(self) -> str:

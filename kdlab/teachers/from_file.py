@@ -119,9 +119,10 @@ def save_outputs(teacher: Teacher, split: Any, path: str | Path, batch_size: int
     for b in Loader(split, batch_size):
         logits.append(teacher(b).logits.float().cpu())
         index.append(b.index.cpu())  # type: ignore[union-attr]
-    arrays = {"logits": torch.cat(logits).numpy(), "index": torch.cat(index).numpy()}
-    if split.y is not None:
-        arrays["targets"] = split.y.numpy()
+    logits_np, index_np = torch.cat(logits).numpy(), torch.cat(index).numpy()
     p.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(p, **arrays)
+    if split.y is not None:
+        np.savez(p, logits=logits_np, index=index_np, targets=split.y.numpy())
+    else:
+        np.savez(p, logits=logits_np, index=index_np)
     return p
