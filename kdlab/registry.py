@@ -4,15 +4,50 @@
     def resnet20(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module: ...
 
     create_model("resnet20", num_classes=10)
+
+Every registry is filled the same way: its package calls :func:`import_submodules`, which imports
+each module of the package so the decorators run. An import error in any of them propagates.
 """
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Generic, TypeVar
+import importlib
+import pkgutil
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from kdlab.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Modules of a registry package that register nothing. A helper module normally starts with "_";
+# these keep their names because other code imports them by name (or, for sources and main, they
+# run the discovery themselves). This is the only list of exceptions.
+NOT_REGISTRANTS: dict[str, frozenset[str]] = {
+    "kdlab.models": frozenset({"contract", "load", "spec"}),
+    "kdlab.data": frozenset({"augment", "sources"}),
+    "kdlab.cli": frozenset({"common", "main"}),
+}
+
+
+def import_submodules(package_name: str, package_path: Iterable[str]) -> list[str]:
+    """Import every module of a package whose name does not start with ``_``.
+
+    Also skipped: the names in ``NOT_REGISTRANTS[package_name]``. Modules are imported in sorted
+    order and nothing is caught: a module that fails to import (a missing dependency included)
+    fails the discovery, with a note naming the package. Returns the imported module names.
+    """
+    skip = NOT_REGISTRANTS.get(package_name, frozenset())
+    imported = []
+    for info in sorted(pkgutil.iter_modules(list(package_path)), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name in skip:
+            continue
+        try:
+            importlib.import_module(f"{package_name}.{info.name}")
+        except Exception as e:
+            e.add_note(f"(raised while importing the registered modules of {package_name})")
+            raise
+        imported.append(info.name)
+    return imported
 
 
 class Registry(Generic[F]):

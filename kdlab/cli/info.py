@@ -34,8 +34,33 @@ def models() -> None:
 
 @app.command()
 def datasets() -> None:
-    """List registered datasets."""
-    from kdlab.data import list_datasets
+    """List registered datasets with their options (defaults) and the files or arrays each expects."""
+    import inspect
+    import shutil
+    import textwrap
 
+    from kdlab.data import DATASETS, list_datasets
+
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
+    typer.echo("Set an option with data.options.<name>=<value>; `root` below is data.root.")
     for name in list_datasets():
-        typer.echo(name)
+        source = DATASETS.get(name)
+        options = [f"{k}={p.default!r}" for k, p in inspect.signature(source).parameters.items()
+                   if k != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        text = textwrap.fill(_first_paragraph(source), width, initial_indent="  ", subsequent_indent="  ",
+                             break_long_words=False, break_on_hyphens=False)
+        typer.echo(f"\n{name}\n  options: {', '.join(options) or 'none'}\n{text.replace(_NBSP, ' ')}")
+
+
+_NBSP = "\u00a0"  # joins the words of a shape like [N, C, H, W] or a range like "0" .. "K-1" while wrapping
+
+
+def _first_paragraph(fn: object) -> str:
+    """The first paragraph of ``fn``'s docstring on one line; reST ````literals```` become `literals`."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(fn) or "(no description)"
+    text = " ".join(doc.split("\n\n")[0].split()).replace("``", "`")
+    text = re.sub(r"\[[^\]]*\]", lambda m: m.group().replace(" ", _NBSP), text)
+    return text.replace(" .. ", f"{_NBSP}..{_NBSP}")

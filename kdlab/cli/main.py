@@ -9,16 +9,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Knowledge distillation: train teachers, distill students, evaluate, compare, export.")
 
 
-def _register() -> None:
-    import importlib
+# Where `kdlab --help` starts: the main workflow. Display order only; discovery does not use it.
+_HELP_FIRST = ("train", "distill", "evaluate", "compare", "demo", "info")
 
-    for mod in ("train", "distill", "evaluate", "compare", "demo", "info", "bench", "cache", "export",
-                "report", "init", "schemes"):
-        try:
-            importlib.import_module(f"kdlab.cli.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"kdlab.cli.{mod}":
-                raise
+
+def _register() -> list[str]:
+    """Import every command module of :mod:`kdlab.cli`; each adds its commands to ``app``.
+
+    Called from :func:`main` rather than at import time: the command modules import ``app`` from
+    here, so this module must be fully initialised first. Importing twice is harmless. A command
+    module that fails to import fails the whole command line, not just that command.
+    """
+    import kdlab.cli
+    from kdlab.registry import import_submodules
+
+    modules = import_submodules(kdlab.cli.__name__, kdlab.cli.__path__)
+    first = {m: i for i, m in enumerate(_HELP_FIRST)}
+    app.registered_commands.sort(  # stable: the other commands keep their module order
+        key=lambda c: first.get(getattr(c.callback, "__module__", "").rpartition(".")[2], len(first)))
+    return modules
 
 
 def main() -> None:

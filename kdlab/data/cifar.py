@@ -5,8 +5,8 @@ Expected layouts (as extracted from ``cifar-10-python.tar.gz`` / ``cifar-100-pyt
     cifar-10-batches-py/   data_batch_1 .. data_batch_5, test_batch, batches.meta
     cifar-100-python/      train, test, meta
 
-Looked for in ``root`` and ``root/<folder>``; without ``root``, in ``$KDLAB_DATA`` and
-``$KDLAB_DATA/<folder>``. An explicit ``root`` is never silently replaced by another location.
+Where they are looked for is in the docstrings of :func:`cifar10` and :func:`cifar100`. An explicit
+``root`` is never silently replaced by another location.
 
 The batches are pickles. Unpickling can run arbitrary code, so they are read with an unpickler that
 resolves only the three numpy globals an array needs (``_reconstruct``, ``ndarray``, ``dtype``) and
@@ -177,6 +177,11 @@ def _check_bool(name: str, value: object) -> bool:
 
 @register_dataset("cifar10")
 def cifar10(root: str | None = None) -> RawData:
+    """CIFAR-10, the official python-version batches (as extracted from cifar-10-python.tar.gz): a
+    directory holding data_batch_1 .. data_batch_5 (train split), test_batch (test split) and
+    batches.meta (class names). Looked for in ``root``, then ``root/cifar-10-batches-py``; without
+    ``root``, in ``$KDLAB_DATA``, then ``$KDLAB_DATA/cifar-10-batches-py``. 32×32 RGB images, 10 classes.
+    """
     what = "CIFAR-10"
     d = _find(root, CIFAR10_DIR, "data_batch_1", what)
     meta_path = _file(d, "batches.meta", what)
@@ -199,17 +204,21 @@ def cifar10(root: str | None = None) -> RawData:
 
 @register_dataset("cifar100")
 def cifar100(root: str | None = None, coarse: bool = False) -> RawData:
-    """CIFAR-100 with its 100 fine labels (``coarse=True``: the 20 superclasses instead)."""
+    """CIFAR-100, the official python-version files (as extracted from cifar-100-python.tar.gz): a
+    directory holding train, test and meta (class names). Looked for in ``root``, then
+    ``root/cifar-100-python``; without ``root``, in ``$KDLAB_DATA``, then ``$KDLAB_DATA/cifar-100-python``.
+    32×32 RGB images with the 100 fine labels, or with ``coarse=True`` the 20 superclasses.
+    """
     what = "CIFAR-100"
     level = "coarse" if _check_bool("coarse", coarse) else "fine"
     d = _find(root, CIFAR100_DIR, "train", what)
     meta_path = _file(d, "meta", what)
     classes = _names(load_pickle(meta_path), f"{level}_label_names", meta_path)
-    out = []
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name in ("train", "test"):
         p = _file(d, name, what)
         batch = load_pickle(p)
         x = _images(batch, p)
         y = _labels(batch, f"{level}_labels", x.shape[0], len(classes), p)
-        out += [torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)]
-    return RawData(*out, classes, augment=True, pad=4)
+        out[name] = (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+    return RawData(*out["train"], *out["test"], classes, augment=True, pad=4)

@@ -1,9 +1,6 @@
 """Tabular data from a CSV file: a header row, numeric feature columns and one label column.
 
-Labels that are all non-negative integers are used as class ids directly (classes ``"0" .. "K-1"``);
-otherwise the distinct label strings, sorted, become the classes. The file is ``root`` or the
-``path`` option; ``test_path`` optionally names a second CSV with the same columns as the test split
-(otherwise load_data carves one).
+:func:`csv` states the format and its options.
 """
 from __future__ import annotations
 
@@ -91,6 +88,14 @@ def _int_label(s: str) -> int | None:
 @register_dataset("csv")
 def csv(root: str | None = None, path: str | None = None, label_column: str = "label",
         test_path: str | None = None, delimiter: str = ",") -> RawData:
+    """A UTF-8 CSV file: the file ``root``, or the ``path`` option (relative to a ``root`` directory).
+    It needs a header row, one label column (named by the ``label_column`` option, default "label") and
+    numeric, finite feature columns (all the other columns); ``delimiter`` is the field separator and
+    blank lines are skipped. Labels that are all non-negative integers are the class ids (classes "0" ..
+    "K-1"); otherwise the sorted distinct label strings are the classes. ``test_path`` names a second CSV
+    with the same columns as the test split (relative to a ``root`` directory; otherwise load_data
+    carves one).
+    """
     if not isinstance(label_column, str) or not label_column:
         raise ConfigError(f"data option 'label_column' must be a column name, got {label_column!r}")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
@@ -105,12 +110,13 @@ def csv(root: str | None = None, path: str | None = None, label_column: str = "l
             raise DataError(f"{tf}: feature columns differ from {f} ({', '.join(tfeatures)} vs {', '.join(features)})")
         test = (trows, tlabels, tf)
     all_labels = labels + (test[1] if test else [])
-    ints = [_int_label(s) for s in all_labels]
-    if all(v is not None for v in ints):
-        if max(ints) >= MAX_CLASSES:  # type: ignore[type-var, operator]
-            raise DataError(f"{f}: label {max(ints)} is out of range (class ids must be 0..K-1 with K <= {MAX_CLASSES})")  # type: ignore[type-var]
-        classes = [str(i) for i in range(max(ints) + 1)]  # type: ignore[type-var]
-        ids = {s: v for s, v in zip(all_labels, ints)}
+    int_ids = {s: v for s in all_labels if (v := _int_label(s)) is not None}
+    if len(int_ids) == len(set(all_labels)):  # every label is a non-negative integer
+        top = max(int_ids.values())
+        if top >= MAX_CLASSES:
+            raise DataError(f"{f}: label {top} is out of range (class ids must be 0..K-1 with K <= {MAX_CLASSES})")
+        classes = [str(i) for i in range(top + 1)]
+        ids = int_ids
     else:
         classes = sorted(set(labels))
         ids = {c: i for i, c in enumerate(classes)}

@@ -8,6 +8,10 @@ from kdlab.data import RawData, register_dataset
 
 @register_dataset("digits")
 def digits(root: str | None = None) -> RawData:
+    """scikit-learn's bundled 8×8 handwritten digits (``sklearn.datasets.load_digits``): 1,797 grayscale
+    images, classes "0" to "9". Needs no files (``root`` is ignored) and has no test split, so load_data
+    carves one; pixel values 0..16 are scaled to [0, 1].
+    """
     from sklearn.datasets import load_digits
 
     d = load_digits()

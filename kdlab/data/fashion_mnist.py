@@ -1,8 +1,4 @@
-"""Fashion-MNIST from IDX files (gzipped or not).
-
-Looked for, in order: the ``root`` argument, ``$KDLAB_DATA`` (and ``$KDLAB_DATA/fashion-mnist``),
-and Debian's ``dataset-fashion-mnist`` package location ``/usr/share/datasets/fashion-mnist``.
-"""
+"""Fashion-MNIST from IDX files (gzipped or not); :func:`fashion_mnist` says where they are looked for."""
 from __future__ import annotations
 
 import gzip
@@ -25,7 +21,8 @@ FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, np.dtype] = {code: np.dtype(t) for code, t in
+                                 {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.items()}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -42,7 +39,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_DTYPES[raw[2]])
+    dtype = _DTYPES[raw[2]]
     need = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for absurd headers
     if len(raw) - header != need:
         raise DataError(f"{path}: IDX header says {dims} ({need} bytes) but the file holds {len(raw) - header}")
@@ -75,6 +72,12 @@ def _file(d: Path, stem: str) -> Path | None:
 
 @register_dataset("fashion-mnist")
 def fashion_mnist(root: str | None = None) -> RawData:
+    """Fashion-MNIST: the IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte (train split),
+    t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (test split), each optionally gzipped (``.gz``),
+    all in one directory. Looked for in ``root``, then ``root/fashion-mnist``; without ``root``, in
+    ``$KDLAB_DATA``, ``$KDLAB_DATA/fashion-mnist``, then ``/usr/share/datasets/fashion-mnist`` (Debian's
+    dataset-fashion-mnist package). 28×28 grayscale images, 10 clothing classes.
+    """
     d = find_dir(root)
     arr = {k: read_idx(_file(d, v)) for k, v in FILES.items()}  # type: ignore[arg-type]
     for split in ("train", "test"):

@@ -1,14 +1,7 @@
-"""A folder of images, one subfolder per class (sorted folder names give the class ids)::
+"""A folder of images, one subfolder per class, read with Pillow; :func:`imagefolder` gives the layout::
 
     root/cat/001.png  root/dog/xyz.jpg  ...                      (test split carved by load_data)
     root/train/cat/...  root/test/cat/...                        (explicit train/test split)
-
-The second layout is used when the only subfolders of ``root`` are ``train`` and (optionally)
-``test``; without ``test`` the test split is carved out of the training images.
-
-Images are read with Pillow, converted to RGB (or grayscale) and resized to ``image_size`` squared.
-Files without an image extension and hidden files are skipped; class folders are searched
-recursively.
 """
 from __future__ import annotations
 
@@ -50,8 +43,8 @@ def _read(path: Path, mode: str, size: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im = im.convert(mode)
+            with Image.open(path) as opened:
+                im = opened.convert(mode)
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
@@ -84,6 +77,14 @@ def _load_split(d: Path, classes: list[str], mode: str, size: int) -> tuple[torc
 
 @register_dataset("imagefolder")
 def imagefolder(root: str | None = None, image_size: int = 32, grayscale: bool = False) -> RawData:
+    """Images in one subfolder per class under ``root`` (default ``$KDLAB_DATA``):
+    ``root/<class>/<image>`` (load_data carves the test split), or ``root/train/<class>/<image>`` and
+    optionally ``root/test/<class>/<image>``, used when ``train`` (and ``test``) are the only subfolders
+    of ``root``. Class ids follow the sorted folder names of the training folder; a test class must also
+    be a training class. Each class folder is searched recursively for at least one .png, .jpg, .jpeg,
+    .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm or .pbm file (hidden files and folders are skipped);
+    images are converted to RGB (``grayscale=True``: one channel) and resized to ``image_size`` squared.
+    """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
         raise ConfigError(f"data option 'image_size' must be a positive integer, got {image_size!r}")
     if not isinstance(grayscale, bool):

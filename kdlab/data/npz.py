@@ -1,17 +1,11 @@
-"""Arrays from a NumPy ``.npz`` archive.
+"""Arrays from a NumPy ``.npz`` archive; :func:`npz` names the arrays it expects.
 
-Required arrays: ``x`` (inputs) and ``y`` (integer labels ``[N]``). Optional: ``x_test`` and
-``y_test`` (otherwise load_data carves a test split) and ``classes`` (class names; otherwise
-``"0" .. "K-1"``). ``x`` may be ``[N, D]`` vectors, ``[N, H, W]`` images (a channel axis is added),
-``[N, C, H, W]`` or, with ``channels_last=True``, ``[N, H, W, C]``. uint8 images stay uint8 (scaled
-by 1/255 in the pipeline); other inputs become float32.
-
-The file is ``root`` or the ``path`` option (a relative ``path`` is taken inside a ``root``
-directory). It is read with ``allow_pickle=False``: object arrays are refused.
+uint8 images stay uint8 (scaled by 1/255 in the pipeline); other inputs become float32.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -77,7 +71,7 @@ def _labels(y: np.ndarray, key: str, n: int, path: Path) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _open_archive(fh: object, f: Path) -> NpzFile:
+def _open_archive(fh: BinaryIO, f: Path) -> NpzFile:
     try:
         archive = np.load(fh, allow_pickle=False)
     except Exception as e:  # not a zip/npy file at all: ValueError, OSError, EOFError, BadZipFile...
@@ -89,6 +83,13 @@ def _open_archive(fh: object, f: Path) -> NpzFile:
 
 @register_dataset("npz")
 def npz(root: str | None = None, path: str | None = None, channels_last: bool = False) -> RawData:
+    """A NumPy .npz archive: the file ``root``, or the ``path`` option (relative to a ``root``
+    directory). Required arrays: ``x`` (inputs) and ``y`` (integer labels 0..K-1, shape [N] or [N, 1]).
+    Optional: ``x_test`` with ``y_test`` (the test split; otherwise load_data carves one) and
+    ``classes`` (K class names; otherwise "0" .. "K-1"). ``x`` is [N, D] vectors, [N, H, W] or
+    [N, C, H, W] images, or [N, H, W, C] with ``channels_last=True``. Object arrays are refused (the
+    file is read with allow_pickle=False).
+    """
     if not isinstance(channels_last, bool):
         raise ConfigError(f"data option 'channels_last' must be true or false, got {channels_last!r}")
     f = resolve_file(root, path, "npz", "an .npz file with arrays x and y")

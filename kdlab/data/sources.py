@@ -1,9 +1,8 @@
-"""Imports every built-in data source so its @register_dataset runs."""
-import importlib
+"""Imports every data source module of :mod:`kdlab.data` so its ``@register_dataset`` runs.
 
-for _mod in ("digits", "fashion_mnist", "cifar", "imagefolder", "npz", "csv"):
-    try:
-        importlib.import_module(f"kdlab.data.{_mod}")
-    except ModuleNotFoundError as e:  # optional source not present in this build
-        if e.name != f"kdlab.data.{_mod}":
-            raise
+Run from the bottom of ``kdlab/data/__init__.py``, once ``register_dataset`` exists.
+"""
+from kdlab import data as _package
+from kdlab.registry import import_submodules
+
+import_submodules(_package.__name__, _package.__path__)

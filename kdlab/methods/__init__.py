@@ -7,14 +7,12 @@
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from typing import Any
 
 from kdlab.core import Method
 from kdlab.errors import ConfigError
-from kdlab.registry import Registry
+from kdlab.registry import Registry, import_submodules
 
 METHODS: Registry[type[Method]] = Registry("method")
 register_method = METHODS.register
@@ -41,9 +39,8 @@ def hyperparameters(name: str) -> dict[str, Any]:
 
 
 def paper(name: str) -> str:
-    """The method's paper: the first paragraph of its docstring, on one line."""
     doc = inspect.getdoc(METHODS.get(name)) or ""
-    return " ".join(doc.split("\n\n", 1)[0].split())
+    return doc.splitlines()[0] if doc else ""
 
 
 def list_methods() -> list[str]:
@@ -51,6 +48,4 @@ def list_methods() -> list[str]:
 
 
 # every module in this package registers itself on import
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_submodules(__name__, __path__)

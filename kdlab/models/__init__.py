@@ -12,7 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from kdlab.errors import ConfigError
-from kdlab.registry import Registry
+from kdlab.registry import Registry, import_submodules
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
@@ -36,12 +36,5 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-# Import the families so their decorators run.
-from kdlab.models import mlp, cnn  # noqa: E402,F401
-
-for _mod in ("resnet", "wrn", "vgg", "mobilenetv2", "shufflenetv2", "vit"):
-    try:
-        __import__(f"kdlab.models.{_mod}")
-    except ModuleNotFoundError as e:  # family not present in this build
-        if e.name != f"kdlab.models.{_mod}":
-            raise
+# every module in this package registers itself on import (kdlab.registry.NOT_REGISTRANTS names the helpers)
+import_submodules(__name__, __path__)
