@@ -23,7 +23,6 @@ import json
 import statistics
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.errors import ConfigError, KDLabError
+from kdlab.evaluate.cost import torch_threads
 from kdlab.models.contract import as_outputs
 
 
@@ -102,18 +102,6 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 3, max_seconds: fl
     return statistics.median(times)
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Temporarily run PyTorch with ``n`` intra-op threads (``None``: leave as is)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch: int) -> Tensor:
     return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
@@ -124,9 +112,9 @@ def _inputs(meta: dict[str, Any], data: str | None, n: int, root: str | None) ->
     shape = tuple(meta["input_shape"])
     if name:
         try:
-            from kdlab.data import load_data
+            from kdlab.data import data_for_checkpoint
 
-            d = load_data(name, root=root)
+            d = data_for_checkpoint(meta, data, root)  # the recorded data and split unless told otherwise
             s = d.test
             if "mean" in meta and s.x.dim() == 4:
                 from dataclasses import replace
@@ -170,9 +158,9 @@ def export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool = False, t
 
 def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher: str | Path | None, data: str | None,
             root: str | None, samples: int, batch: int, opset: int, threads: int) -> ExportResult:
-    from kdlab.api import load_model
-    from kdlab.store.checkpoint import atomic_write_text, sha256_file
     from kdlab.evaluate.cost import size_on_disk_bytes
+    from kdlab.models.load import load_model
+    from kdlab.store.checkpoint import atomic_write_text, sha256_file
 
     model, meta = load_model(checkpoint)
     if not meta.get("input_shape"):

@@ -3,11 +3,25 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from kdlab.models.contract import as_outputs
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily run PyTorch with ``n`` intra-op threads (``None``: leave as is)."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def count_params(model: nn.Module) -> int:

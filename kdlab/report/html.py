@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 from torch import Tensor, nn
 
 from kdlab.core import Batch
+from kdlab.models.load import load_model
+from kdlab.teachers.resolve import TeacherSpec, resolve_teacher
 
 REPORT = "report.html"
 PLOTS = "plots"
@@ -71,7 +74,8 @@ def _read_json(p: Path) -> Any:
 def teacher_logits(teacher: Any, split: Any, batch_size: int = 512) -> Tensor:
     """Logits ``[N, C]`` of a Teacher (anything called on a Batch) over a Split."""
     module = _module_of(teacher)
-    device = next((q.device for q in module.parameters()), torch.device("cpu")) if module is not None else torch.device("cpu")
+    cpu = torch.device("cpu")
+    device = next((q.device for q in module.parameters()), cpu) if module is not None else cpu
     outs = []
     for start in range(0, len(split), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split)))
@@ -80,24 +84,27 @@ def teacher_logits(teacher: Any, split: Any, batch_size: int = 512) -> Tensor:
     return torch.cat(outs)
 
 
-def resolve_teacher(teacher: Any, data: Any) -> Any:
-    """A Teacher from a path (kdlab checkpoint, ``.onnx``, TorchScript ``.pt``/``.ts``), a module, or a Teacher."""
-    if teacher is None:
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's ``config.yaml`` as plain data (None when there is none)."""
+    p = Path(run_dir) / "config.yaml"
+    if not p.is_file():
         return None
-    if isinstance(teacher, (str, Path)):
-        p = Path(teacher)
-        if p.suffix == ".onnx":
-            from kdlab.teachers.onnx import OnnxTeacher
+    cfg = yaml.safe_load(p.read_text())
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{p}: top level is not a mapping")
+    return cfg
 
-            return OnnxTeacher(p)
-        if p.suffix in (".pt", ".ts", ".torchscript"):
-            from kdlab.teachers.external import load_torchscript
-            from kdlab.teachers.frozen import FrozenTeacher
 
-            return FrozenTeacher(load_torchscript(p))
-    from kdlab.api import _as_teacher
+def data_of_config(cfg: dict[str, Any]) -> Any:
+    """The splits a run's config names (its ``data:`` section; the split seed defaults to the run's seed)."""
+    from kdlab.data import load_data
 
-    return _as_teacher(teacher, data)
+    d = cfg.get("data") or {}
+    split_seed = d.get("split_seed")
+    if split_seed is None:
+        split_seed = cfg.get("seed") or 0
+    return load_data(d["name"], root=d.get("root"), val_fraction=d.get("val_fraction", 0.1), split_seed=split_seed,
+                     subset=d.get("subset"), augment=d.get("augment"), **(d.get("options") or {}))
 
 
 def _module_of(teacher: Any) -> nn.Module | None:
@@ -105,17 +112,17 @@ def _module_of(teacher: Any) -> nn.Module | None:
     return m if isinstance(m, nn.Module) else None
 
 
-def _cost_row(name: str, kind: str, model: nn.Module | None, acc: float, shape: tuple[int, ...], latency: bool) -> dict[str, Any]:
-    from kdlab.evaluate.cost import count_params, latency_ms
+def _cost_row(name: str, kind: str, model: nn.Module | None, acc: float, shape: tuple[int, ...],
+              latency: bool) -> dict[str, Any]:
+    from kdlab.evaluate.cost import count_params, latency_ms, torch_threads
 
-    row: dict[str, Any] = {"name": name, "kind": kind, "acc": acc, "params": float("nan"), "latency_b1_ms": float("nan")}
+    row: dict[str, Any] = {"name": name, "kind": kind, "acc": acc, "params": float("nan"),
+                           "latency_b1_ms": float("nan")}
     if model is None:
         return row
     row["params"] = count_params(model)
     if latency:
         try:
-            from kdlab.export import torch_threads
-
             with torch_threads(1):  # one thread: comparable across machines and load
                 row["latency_b1_ms"] = latency_ms(model, shape, 1, repeats=20, warmup=5, max_seconds=2.0)
         except Exception:  # a module that cannot take a random input (e.g. token ids): no latency
@@ -123,7 +130,9 @@ def _cost_row(name: str, kind: str, model: nn.Module | None, acc: float, shape: 
     return row
 
 
-def _accuracy(logits: Tensor, targets: Tensor) -> float:
+def _accuracy(logits: Tensor, targets: Tensor | None) -> float:
+    if targets is None:
+        return float("nan")
     return float((logits.argmax(1) == targets).double().mean())
 
 
@@ -134,13 +143,11 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
     rd = ReportData(name=run.resolve().name)
     rd.summary = _read_json(run / "summary.json") or {}
     rd.history = read_history(run)
-    cfg = None
+    cfg: dict[str, Any] | None = None
     if (run / "config.yaml").is_file():
         rd.config_text = (run / "config.yaml").read_text()
         try:
-            from kdlab.config import load_config
-
-            cfg = load_config(run / "config.yaml")
+            cfg = read_config(run)
         except Exception as e:
             rd.notes.append(f"config.yaml could not be read back: {e}")
     if baseline is not None:
@@ -153,20 +160,16 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
     if data is None:
         try:
             if cfg is not None:
-                from kdlab.api import data_from_config
-
-                data = data_from_config(cfg)
+                data = data_of_config(cfg)
             else:
-                from kdlab.store.checkpoint import load_meta
                 from kdlab.data import load_data
+                from kdlab.store.checkpoint import load_meta
 
                 data = load_data(load_meta(run / "best")["data"])
         except Exception as e:
             rd.notes.append(f"test data unavailable ({e}): confusion matrix, calibration and agreement omitted")
     if student is None and (run / "best.safetensors").is_file():
         try:
-            from kdlab.api import load_model
-
             student = load_model(run / "best")[0]
         except Exception as e:
             rd.notes.append(f"best checkpoint unreadable: {e}")
@@ -181,11 +184,9 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
         rd.targets = data.test.y
         rd.student_logits = predict(student, data.test)
     # the teacher
-    if teacher is None and cfg is not None and cfg.teacher is not None and data is not None:
+    if teacher is None and cfg is not None and cfg.get("teacher") and data is not None:
         try:
-            from kdlab.api import teacher_from_config
-
-            teacher = teacher_from_config(cfg, data)
+            teacher = resolve_teacher(TeacherSpec.model_validate(cfg["teacher"]), data)
         except Exception as e:
             rd.notes.append(f"the run's teacher could not be loaded ({e}): agreement omitted")
     elif data is not None and teacher is not None:
@@ -210,11 +211,10 @@ def collect(run_dir: str | Path, *, data: Any = None, student: nn.Module | None 
     elif measure and data is not None and rd.student_logits is not None:
         shape = tuple(data.input_shape)
         if rd.teacher_logits is not None:
-            rd.rows.append(_cost_row("teacher", "teacher", _module_of(teacher), _accuracy(rd.teacher_logits, rd.targets),
-                                     shape, True))
+            rd.rows.append(_cost_row("teacher", "teacher", _module_of(teacher),
+                                     _accuracy(rd.teacher_logits, rd.targets), shape, True))
         if baseline is not None and (Path(baseline) / "best.safetensors").is_file():
             try:
-                from kdlab.api import load_model
                 from kdlab.evaluate.metrics import predict
 
                 bm = load_model(Path(baseline) / "best")[0]
@@ -249,16 +249,17 @@ def figures(rd: ReportData) -> list[Section]:
             lambda: plots.loss_terms(rd.history))
     else:
         rd.notes.append("no metrics.jsonl: learning curves and loss terms omitted")
-    if rd.student_logits is not None and rd.targets is not None:
+    s_logits, t_logits, targets = rd.student_logits, rd.teacher_logits, rd.targets
+    if s_logits is not None and targets is not None:
         add("confusion", "Confusion matrix", "Test split, rows normalised by the true class; cells give counts.",
-            lambda: plots.confusion(rd.student_logits, rd.targets, rd.classes))
-        if rd.teacher_logits is not None:
+            lambda: plots.confusion(s_logits, targets, rd.classes))
+        if t_logits is not None:
             add("agreement", "Teacher–student agreement",
                 "How often the student's top-1 matches the teacher's on the test split, per true class, and "
-                "which of the two is right.", lambda: plots.agreement(rd.student_logits, rd.teacher_logits, rd.targets, rd.classes))
+                "which of the two is right.", lambda: plots.agreement(s_logits, t_logits, targets, rd.classes))
         add("reliability", "Calibration",
             "Reliability diagram: accuracy within each confidence bin (15 equal-width bins) against the "
-            "diagonal; ECE is the sample-weighted mean gap.", lambda: plots.reliability(rd.student_logits, rd.targets))
+            "diagonal; ECE is the sample-weighted mean gap.", lambda: plots.reliability(s_logits, targets))
     if len([r for r in rd.rows if isinstance(r.get("params"), (int, float)) and r["params"] == r["params"]]) >= 1:
         add("tradeoff", "Accuracy vs cost", f"Test top-1 against parameters and CPU latency; source: {rd.rows_source}.",
             lambda: plots.tradeoff(rd.rows))
@@ -266,9 +267,12 @@ def figures(rd: ReportData) -> list[Section]:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.92em} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;
+color:#222}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
@@ -299,7 +303,7 @@ def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
 def render_html(rd: ReportData, sections: list[Section]) -> str:
     s = rd.summary
     test = s.get("test") or {}
-    if not test and rd.student_logits is not None:
+    if not test and rd.student_logits is not None and rd.targets is not None:
         from kdlab.evaluate.metrics import classification_metrics
 
         test = classification_metrics(rd.student_logits, rd.targets, len(rd.classes) or None)
@@ -311,7 +315,7 @@ def render_html(rd: ReportData, sections: list[Section]) -> str:
         ("test ECE", test.get("ece")), ("best val top-1", s.get("best_val_acc")), ("best epoch", s.get("best_epoch")),
         ("epochs", s.get("epochs") or (len(rd.history) or None)), ("parameters", s.get("params")),
         ("training seconds", s.get("train_seconds"))) if v is not None]
-    if rd.teacher_logits is not None:
+    if rd.teacher_logits is not None and rd.student_logits is not None and rd.targets is not None:
         from kdlab.report.plots import agreement_stats
 
         st = agreement_stats(rd.student_logits, rd.teacher_logits, rd.targets)
@@ -321,20 +325,22 @@ def render_html(rd: ReportData, sections: list[Section]) -> str:
     parts.append(_table(summary_rows, [("k", "metric"), ("v", "value")]))
     for sec in sections:
         uri = "data:image/png;base64," + base64.b64encode(sec.png).decode("ascii")
-        parts.append(f"<h2 id='{sec.key}'>{html.escape(sec.title)}</h2><figure><img src='{uri}' alt='{html.escape(sec.title)}'>"
+        title = html.escape(sec.title)
+        parts.append(f"<h2 id='{sec.key}'>{title}</h2><figure><img src='{uri}' alt='{title}'>"
                      f"<figcaption>{html.escape(sec.caption)}</figcaption></figure>")
     if rd.rows:
         parts.append("<h2>Models compared</h2>")
         parts.append(_table(rd.rows, [("name", "model"), ("acc", "test top-1"), ("params", "params"),
-                                      ("latency_b1_ms", "ms @1"), ("latency_b256_ms", "ms @256"), ("size_kb", "size KB"),
-                                      ("speedup", "speed-up")]))
+                                      ("latency_b1_ms", "ms @1"), ("latency_b256_ms", "ms @256"),
+                                      ("size_kb", "size KB"), ("speedup", "speed-up")]))
         parts.append(f"<p class='muted'>source: {html.escape(rd.rows_source)}</p>")
     if rd.notes:
         parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in rd.notes) + "</ul>")
     if rd.config_text:
         parts.append(f"<h2>Configuration</h2><pre>{html.escape(rd.config_text)}</pre>")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>kdlab report: {html.escape(rd.name)}</title>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>kdlab report: {html.escape(rd.name)}</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
@@ -343,7 +349,7 @@ def write_report(run_dir: str | Path, *, data: Any = None, student: nn.Module | 
                  out: str | Path | None = None) -> Path:
     """Write ``<run>/report.html`` and ``<run>/plots/*.png``; return the HTML path.
 
-    data/student/teacher: pass what is already in memory (as :func:`kdlab.api.run` does); otherwise
+    data/student/teacher: pass what is already in memory (as a finished run does); otherwise
     they are rebuilt from the run's ``config.yaml`` and ``best`` checkpoint. baseline: a run
     directory of the student trained alone. compare: a ``compare.json`` (default: one in the run
     directory or its parent). measure: time the models on CPU when no compare.json is found.
@@ -357,7 +363,8 @@ def write_report(run_dir: str | Path, *, data: Any = None, student: nn.Module | 
         raise ConfigError(f"run directory {run} not found")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rd = collect(run, data=data, student=student, teacher=teacher, baseline=baseline, compare=compare, measure=measure)
+        rd = collect(run, data=data, student=student, teacher=teacher, baseline=baseline, compare=compare,
+                     measure=measure)
         sections = figures(rd)
     dest = Path(out) if out is not None else run / REPORT
     plots_dir = dest.parent / PLOTS

@@ -1,75 +1,53 @@
-"""Teachers from outside kdlab: your own model code, TorchScript, ONNX, Hugging Face.
+"""Loaders for teachers from outside kdlab: your own model code, TorchScript, Hugging Face.
 
-Every loader returns a :class:`kdlab.core.Teacher`. Weights are read from safetensors files (never
-from pickles); the only sources that bring code are the ones you name explicitly: a
-``package.module:factory`` you wrote, or a TorchScript file (which holds a compiled program: load
-only files you trust).
-
-When the teacher was trained with a different input normalisation than the student's data, give the
-teacher's ``mean``/``std`` (per channel, on ``[0, 1]`` pixels) and the wrapper maps the student's
-normalised inputs to the teacher's before every call (see :func:`kdlab.teachers.frozen.renormalize`).
+Each returns an ``nn.Module``; :func:`kdlab.teachers.resolve.resolve_teacher` wraps it as a
+:class:`kdlab.core.Teacher` (input re-normalisation, checks against the data). Weights are read
+from safetensors files (never from pickles); the only sources that bring code are the ones you name
+explicitly: a ``package.module:factory`` you wrote, or a TorchScript file (which holds a compiled
+program: load only files you trust). ONNX files are run by :class:`kdlab.teachers.onnx.OnnxTeacher`.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from kdlab.core import Batch, Inputs, Outputs, Teacher
+from kdlab.core import Inputs, Outputs
 from kdlab.errors import CheckpointError, ConfigError, IncompatibleError
-from kdlab.teachers.frozen import FrozenTeacher, renormalize
-
-SOURCES = ("checkpoint", "model", "factory", "torchscript", "onnx", "hf")
 
 
-# ---------------------------------------------------------------- input normalisation
-
-def input_transform(data_mean: Tensor, data_std: Tensor, mean: Sequence[float] | None,
-                    std: Sequence[float] | None) -> Callable[[Inputs], Inputs] | None:
-    """Map inputs normalised with the data's statistics to the teacher's ``mean``/``std``.
-
-    ``None`` when the teacher gives no statistics or they equal the data's. A single value applies
-    to every channel.
-    """
-    if mean is None and std is None:
-        return None
-    if mean is None or std is None:
-        raise ConfigError("teacher.mean and teacher.std go together: give both")
-    c = data_mean.numel()
-    m = torch.as_tensor(list(mean), dtype=torch.float32)
-    s = torch.as_tensor(list(std), dtype=torch.float32)
-    m = m.expand(c).clone() if m.numel() == 1 else m
-    s = s.expand(c).clone() if s.numel() == 1 else s
-    if m.numel() != c or s.numel() != c:
-        raise ConfigError(f"teacher.mean/std have {m.numel()}/{s.numel()} values but the inputs have {c} channels")
-    if (s <= 0).any():
-        raise ConfigError("teacher.std must be positive")
-    if torch.allclose(m, data_mean.float()) and torch.allclose(s, data_std.float()):
-        return None
-    if data_mean.dim() != 1 or data_mean.numel() != c:
-        raise ConfigError("teacher.mean/std apply to image data only")
-    return renormalize(data_mean.float(), data_std.float(), m, s)
+def _first_lines(e: BaseException, n: int = 1, limit: int = 300) -> str:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return " ".join(lines[:n])[:limit] or type(e).__name__
 
 
-# ---------------------------------------------------------------- loaders (module level)
-
-def load_safetensors_state(path: str | Path) -> dict[str, Tensor]:
+def load_safetensors_into(model: nn.Module, weights: str | Path, name: str) -> nn.Module:
+    """Load the safetensors state dict ``weights`` into ``model`` (strictly); ``name`` names the
+    model in errors. Any other format is refused unread (a pickle is never unpickled)."""
     from safetensors.torch import load_file
 
-    p = Path(path)
+    p = Path(weights)
     if not p.is_file():
         raise ConfigError(f"teacher.weights: file {p} not found")
     if p.suffix != ".safetensors":
         raise ConfigError(f"teacher.weights: {p} is not a .safetensors file (pickled checkpoints are refused: "
                           "convert with safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors'))")
     try:
-        return load_file(str(p))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"cannot read {p}: {e}") from None
+        state = load_file(str(p))
+    except Exception as e:  # safetensors raises its own error types (a pickle renamed .safetensors lands here)
+        raise CheckpointError(f"teacher.weights {p} cannot be loaded into {name!r}: not a readable safetensors "
+                              f"file ({_first_lines(e)})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"teacher.weights {p} cannot be loaded into {name!r}: the weights do not fit "
+                              f"({_first_lines(e, 2)})") from None
+    return model
 
 
 def import_factory(spec: str) -> Callable[..., nn.Module]:
@@ -98,11 +76,7 @@ def load_factory_model(spec: str, weights: str | Path | None = None, options: di
     if not isinstance(model, nn.Module):
         raise ConfigError(f"teacher.factory {spec!r} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
-        state = load_safetensors_state(weights)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{weights}: weights do not fit {spec}: {str(e).splitlines()[0]}") from None
+        load_safetensors_into(model, weights, spec)
     if features:
         from kdlab.models.contract import features_of
 
@@ -114,14 +88,52 @@ def load_factory_model(spec: str, weights: str | Path | None = None, options: di
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
-    """``torch.jit.load`` on CPU. A TorchScript file is a program: load only files you trust."""
+    """``torch.jit.load`` on CPU. A TorchScript file is a program: load only files you trust.
+
+    A ``torch.save`` file (a pickle, often named ``.pt`` too) is refused without being read. A
+    traced program's example inputs, stored in the file by ``torch.jit.trace``, are restored into its
+    graph, so :func:`traced_input_shape` can tell the input shape it was traced with.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"teacher.torchscript: file {p} not found")
+    names: list[str] = []
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if names and not any("/code/" in n for n in names):
+            raise CheckpointError(f"{p} is a torch.save pickle, not a TorchScript program, and pickles are never "
+                                  f"loaded: save the model with torch.jit.trace(model, x).save(path), or its weights "
+                                  f"with safetensors and use teacher.model or teacher.factory + teacher.weights")
+    restore = any(n.endswith("/traced_inputs.pkl") for n in names)
     try:
-        return torch.jit.load(str(p), map_location="cpu").eval()
+        try:
+            module = torch.jit.load(str(p), map_location="cpu", _restore_shapes=restore)
+        except TypeError:  # a torch without _restore_shapes
+            module = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
-        raise CheckpointError(f"{p} is not a TorchScript file: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{p} is not a TorchScript file: {_first_lines(e)}") from None
+    return module.eval()
+
+
+def traced_input_shape(module: nn.Module) -> tuple[int, ...] | None:
+    """The per-sample shape of the first input ``module`` was traced with (batch dimension dropped),
+    when :func:`load_torchscript` restored it; None for scripted programs and files without it."""
+    graph = getattr(module, "graph", None)
+    try:
+        args = list(graph.inputs())[1:] if graph is not None else []  # the first input is the module itself
+        t = args[0].type() if args else None
+        if t is None or t.kind() != "TensorType" or t.dim() is None:
+            return None
+        sizes = t.varyingSizes()
+    except (RuntimeError, AttributeError, IndexError):
+        return None
+    if not sizes or any(s is None for s in sizes):
+        return None
+    return tuple(int(s) for s in sizes[1:])
 
 
 class HFLogits(nn.Module):
@@ -168,86 +180,10 @@ def load_hf(path: str | Path) -> nn.Module:
     archs = json.loads((p / "config.json").read_text()).get("architectures") or []
     cls = next((getattr(transformers, a) for a in archs if hasattr(transformers, a)), None)
     if cls is None:
-        raise ConfigError(f"teacher.hf: {p}/config.json names no transformers class ({archs or 'architectures missing'})")
+        raise ConfigError(f"teacher.hf: {p}/config.json names no transformers class "
+                          f"({archs or 'architectures missing'})")
     if not any(k in cls.__name__ for k in ("Classification", "LMHead", "ForCausalLM", "ForMaskedLM")):
         raise IncompatibleError(f"teacher.hf: {cls.__name__} has no classification head (no logits); save the model "
                                 f"with one, e.g. AutoModelForSequenceClassification")
     model = cls.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
     return HFLogits(model).eval()
-
-
-# ---------------------------------------------------------------- dispatch from a TeacherConfig
-
-def _given(t: Any) -> list[str]:
-    return [s for s in SOURCES if getattr(t, s, None)]
-
-
-def is_external(t: Any) -> bool:
-    """Whether a TeacherConfig names one of the sources handled here."""
-    return any(getattr(t, s, None) for s in ("factory", "torchscript", "onnx", "hf"))
-
-
-def teacher_from_source(t: Any, data: Any) -> Teacher:
-    """A Teacher from ``teacher.factory``/``torchscript``/``onnx``/``hf`` (a TeacherConfig)."""
-    given = _given(t)
-    if len(given) != 1:
-        raise ConfigError(f"teacher: give exactly one source, not {' + '.join(given)}")
-    source = given[0]
-    if t.weights and source not in ("factory", "model"):
-        raise ConfigError(f"teacher.weights goes with teacher.factory or teacher.model, not teacher.{source}")
-    transform = None
-    if len(data.input_shape) == 3:
-        transform = input_transform(data.train.mean, data.train.std, t.mean, t.std)
-    elif t.mean is not None or t.std is not None:
-        raise ConfigError("teacher.mean/std apply to image data only")
-    if source == "onnx":
-        from kdlab.teachers.onnx import OnnxTeacher
-
-        teacher: Teacher = OnnxTeacher(t.onnx, transform)
-    elif source == "factory":
-        teacher = FrozenTeacher(load_factory_model(t.factory, t.weights, t.options, t.features), transform)
-    elif source == "torchscript":
-        teacher = FrozenTeacher(load_torchscript(t.torchscript), transform)
-    else:
-        teacher = FrozenTeacher(load_hf(t.hf), transform)
-    check_teacher(teacher, data, f"teacher.{source} {getattr(t, source)}")
-    return teacher
-
-
-def check_teacher(teacher: Teacher, data: Any, where: str) -> None:
-    """Run the teacher on two validation samples: it must give ``[B, num_classes]`` logits."""
-    split = data.val if len(data.val) else data.train
-    idx = torch.arange(min(2, len(split)))
-    try:
-        out = teacher(Batch(split.gather(idx)))
-    except Exception as e:
-        raise IncompatibleError(f"{where} fails on inputs of shape {(len(idx), *data.input_shape)}: "
-                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    logits = out.logits
-    if logits.dim() != 2 or logits.shape[1] != data.num_classes:
-        raise IncompatibleError(f"{where} gives logits of shape {tuple(logits.shape)} but dataset {data.name!r} "
-                                f"has {data.num_classes} classes")
-
-
-def source_of_path(path: str | Path) -> str | None:
-    """Which external source a bare path is: ``onnx`` (``.onnx``), ``torchscript`` (``.pt``, ``.ts``,
-    ``.torchscript``), ``hf`` (a directory with ``config.json``); None for anything else (a kdlab checkpoint)."""
-    p = Path(path)
-    if p.suffix == ".onnx":
-        return "onnx"
-    if p.suffix in (".pt", ".ts", ".torchscript") and p.is_file():
-        return "torchscript"
-    if p.is_dir() and (p / "config.json").is_file():
-        return "hf"
-    return None
-
-
-def teacher_from_path(path: str | Path, data: Any) -> Teacher:
-    """``--teacher teacher.onnx`` / ``teacher.pt`` / ``hf_dir``: the matching external teacher."""
-    from types import SimpleNamespace
-
-    source = source_of_path(path)
-    if source is None:
-        raise ConfigError(f"{path} is not an ONNX file, a TorchScript file or a transformers directory")
-    fields = {s: None for s in SOURCES} | {"weights": None, "options": {}, "features": {}, "mean": None, "std": None}
-    return teacher_from_source(SimpleNamespace(**{**fields, source: str(path)}), data)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kdlab.api import run, teacher_from_config
+from kdlab.api import run
 from kdlab.config import load_config
 from kdlab.core import Batch
 from kdlab.data import load_data
 from kdlab.errors import CheckpointError, ConfigError, IncompatibleError
-from kdlab.teachers.external import input_transform
+from kdlab.teachers.resolve import TeacherSpec, input_transform, resolve_teacher
 
 FACTORY = textwrap.dedent('''
     import torch
@@ -55,8 +55,8 @@ def factory(tmp_path, monkeypatch):
     return model.eval(), weights
 
 
-def cfg(**teacher):
-    return load_config(base={"data": {"name": "digits"}, "teacher": teacher})
+def spec(**teacher):
+    return TeacherSpec(**teacher)
 
 
 def inputs(data, n=32):
@@ -65,11 +65,11 @@ def inputs(data, n=32):
 
 def test_factory_with_safetensors_weights(digits, factory):
     model, weights = factory
-    t = teacher_from_config(cfg(factory="my_teachers:build", options={"width": 8}, weights=str(weights)), digits)
+    t = resolve_teacher(spec(factory="my_teachers:build", options={"width": 8}, weights=str(weights)), digits)
     x = inputs(digits)
     torch.testing.assert_close(t(Batch(x)).logits, model(x), rtol=0, atol=0)
     # features by submodule path, for feature-based methods
-    t = teacher_from_config(cfg(factory="my_teachers:build", options={"width": 8}, weights=str(weights),
+    t = resolve_teacher(spec(factory="my_teachers:build", options={"width": 8}, weights=str(weights),
                                 features={"pooled": "body"}), digits)
     assert t(Batch(x)).features["pooled"].shape == (32, 8 * 4)
 
@@ -77,14 +77,15 @@ def test_factory_with_safetensors_weights(digits, factory):
 def test_renormalises_inputs_to_the_teachers_statistics(digits, factory):
     model, weights = factory
     mean, std = 0.5, 0.25  # what this teacher was trained with, on [0, 1] pixels
-    t = teacher_from_config(cfg(factory="my_teachers:build", options={"width": 8}, weights=str(weights),
+    t = resolve_teacher(spec(factory="my_teachers:build", options={"width": 8}, weights=str(weights),
                                 mean=[mean], std=[std]), digits)
     idx = torch.arange(16)
     raw = digits.test.x[idx].float() * digits.test.scale
     expected = model((raw - mean) / std)
     torch.testing.assert_close(t(Batch(digits.test.gather(idx))).logits, expected, rtol=1e-5, atol=1e-5)
     # same statistics as the data: no transform at all
-    assert input_transform(digits.train.mean, digits.train.std, digits.train.mean.tolist(), digits.train.std.tolist()) is None
+    m, sd = digits.train.mean, digits.train.std
+    assert input_transform(m, sd, m.tolist(), sd.tolist()) is None
     with pytest.raises(ConfigError, match="go together"):
         input_transform(digits.train.mean, digits.train.std, [0.5], None)
     with pytest.raises(ConfigError, match="3 values but the inputs have 1 channels"):
@@ -94,21 +95,21 @@ def test_renormalises_inputs_to_the_teachers_statistics(digits, factory):
 def test_factory_errors(digits, factory, tmp_path):
     _, weights = factory
     with pytest.raises(ConfigError, match="exactly one source"):
-        teacher_from_config(cfg(factory="my_teachers:build", weights=str(weights), onnx="t.onnx"), digits)
+        resolve_teacher(spec(factory="my_teachers:build", weights=str(weights), onnx="t.onnx"), digits)
     with pytest.raises(ConfigError, match="package.module:function"):
-        teacher_from_config(cfg(factory="my_teachers.build"), digits)
+        resolve_teacher(spec(factory="my_teachers.build"), digits)
     with pytest.raises(ConfigError, match="cannot import 'no_such_pkg'"):
-        teacher_from_config(cfg(factory="no_such_pkg.mod:build"), digits)
+        resolve_teacher(spec(factory="no_such_pkg.mod:build"), digits)
     with pytest.raises(ConfigError, match="no attribute 'nope'"):
-        teacher_from_config(cfg(factory="my_teachers:nope"), digits)
+        resolve_teacher(spec(factory="my_teachers:nope"), digits)
     pickled = tmp_path / "teacher.pt"
     torch.save({}, pickled)
     with pytest.raises(ConfigError, match="pickled checkpoints are refused"):
-        teacher_from_config(cfg(factory="my_teachers:build", weights=str(pickled)), digits)
+        resolve_teacher(spec(factory="my_teachers:build", weights=str(pickled)), digits)
     with pytest.raises(CheckpointError, match="weights do not fit"):  # width 16 vs the saved width 8
-        teacher_from_config(cfg(factory="my_teachers:build", weights=str(weights)), digits)
+        resolve_teacher(spec(factory="my_teachers:build", weights=str(weights)), digits)
     with pytest.raises(IncompatibleError, match=r"logits of shape \(2, 3\).*10 classes"):
-        teacher_from_config(cfg(factory="my_teachers:build", options={"classes": 3}), digits)
+        resolve_teacher(spec(factory="my_teachers:build", options={"classes": 3}), digits)
 
 
 def test_torchscript_teacher(digits, factory, tmp_path):
@@ -117,12 +118,12 @@ def test_torchscript_teacher(digits, factory, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.trace(model, inputs(digits, 2)).save(str(path))
-    t = teacher_from_config(cfg(torchscript=str(path)), digits)
+    t = resolve_teacher(spec(torchscript=str(path)), digits)
     x = inputs(digits)
     torch.testing.assert_close(t(Batch(x)).logits, model(x), rtol=1e-5, atol=1e-5)
     (tmp_path / "bad.pt").write_bytes(b"not a program")
     with pytest.raises(CheckpointError, match="not a TorchScript file"):
-        teacher_from_config(cfg(torchscript=str(tmp_path / "bad.pt")), digits)
+        resolve_teacher(spec(torchscript=str(tmp_path / "bad.pt")), digits)
 
 
 def _export_onnx(model, x, path, dynamic=True):
@@ -139,7 +140,7 @@ def test_onnx_black_box_teacher_distils(digits, factory, tmp_path):
     c = load_config(base={"data": {"name": "digits"}, "student": {"name": "mlp_tiny"}, "teacher": {"onnx": str(path)},
                           "methods": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "T": 4}],
                           "train": {"epochs": 1, "batch_size": 64}, "report": False})
-    t = teacher_from_config(c, digits)
+    t = resolve_teacher(c.teacher, digits)
     x = inputs(digits, 50)
     out = t(Batch(x))
     assert out.features == {}
@@ -156,13 +157,13 @@ def test_onnx_fixed_batch_is_fed_in_chunks(digits, factory, tmp_path):
     model, _ = factory
     path = tmp_path / "fixed.onnx"
     _export_onnx(model, inputs(digits, 1), path, dynamic=False)
-    t = teacher_from_config(cfg(onnx=str(path)), digits)
+    t = resolve_teacher(spec(onnx=str(path)), digits)
     assert t.fixed_batch == 1
     x = inputs(digits, 5)
     torch.testing.assert_close(t(Batch(x)).logits, model(x), rtol=1e-4, atol=1e-5)
     (tmp_path / "bad.onnx").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
-        teacher_from_config(cfg(onnx=str(tmp_path / "bad.onnx")), digits)
+        resolve_teacher(spec(onnx=str(tmp_path / "bad.onnx")), digits)
 
 
 def test_hugging_face_directory_teacher(digits, tmp_path):
@@ -173,7 +174,7 @@ def test_hugging_face_directory_teacher(digits, tmp_path):
     model = transformers.ViTForImageClassification(config).eval()
     model.save_pretrained(str(tmp_path / "vit"), safe_serialization=True)
     assert (tmp_path / "vit" / "model.safetensors").is_file()
-    t = teacher_from_config(cfg(hf=str(tmp_path / "vit")), digits)
+    t = resolve_teacher(spec(hf=str(tmp_path / "vit")), digits)
     x = inputs(digits, 8)
     out = t(Batch(x))
     with torch.no_grad():
@@ -182,27 +183,27 @@ def test_hugging_face_directory_teacher(digits, tmp_path):
     # a bare encoder has no logits
     transformers.ViTModel(config).save_pretrained(str(tmp_path / "bare"))
     with pytest.raises(IncompatibleError, match="no classification head"):
-        teacher_from_config(cfg(hf=str(tmp_path / "bare")), digits)
+        resolve_teacher(spec(hf=str(tmp_path / "bare")), digits)
 
 
 def test_a_bare_path_picks_the_source(digits, factory, tmp_path):
     """`--teacher teacher.onnx` / `teacher.pt` work where a kdlab checkpoint path does."""
-    from kdlab.api import _as_teacher
-    from kdlab.teachers.external import source_of_path
     from kdlab.teachers.onnx import OnnxTeacher
+    from kdlab.teachers.resolve import kind_of_path
 
     model, _ = factory
     _export_onnx(model, inputs(digits, 2), tmp_path / "t.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.trace(model, inputs(digits, 2)).save(str(tmp_path / "t.pt"))
-    assert source_of_path(tmp_path / "t.onnx") == "onnx" and source_of_path(tmp_path / "t.pt") == "torchscript"
-    assert source_of_path(tmp_path / "run" / "best") is None
+    assert kind_of_path(tmp_path / "t.onnx") == "onnx" and kind_of_path(tmp_path / "t.pt") == "torchscript"
+    assert kind_of_path(tmp_path / "run" / "best") == kind_of_path("run/best.safetensors") == "checkpoint"
     x = inputs(digits)
-    onnx_teacher = _as_teacher(str(tmp_path / "t.onnx"), digits)
+    onnx_teacher = resolve_teacher(str(tmp_path / "t.onnx"), digits)
     assert isinstance(onnx_teacher, OnnxTeacher)
     torch.testing.assert_close(onnx_teacher(Batch(x)).logits, model(x), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(_as_teacher(tmp_path / "t.pt", digits)(Batch(x)).logits, model(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(resolve_teacher(tmp_path / "t.pt", digits)(Batch(x)).logits, model(x),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_teacher_fills_a_cache_keyed_by_its_file(digits, factory, tmp_path):
@@ -213,7 +214,7 @@ def test_onnx_teacher_fills_a_cache_keyed_by_its_file(digits, factory, tmp_path)
     model, _ = factory
     path = tmp_path / "t.onnx"
     _export_onnx(model, inputs(digits, 2), path)
-    t = teacher_from_config(cfg(onnx=str(path)), digits)
+    t = resolve_teacher(spec(onnx=str(path)), digits)
     fp = teacher_fingerprint(t)
     ct = ensure_cache(tmp_path / "cache", t, digits, log=None)
     assert ct.built and ct.fingerprint() == fp
@@ -224,7 +225,7 @@ def test_onnx_teacher_fills_a_cache_keyed_by_its_file(digits, factory, tmp_path)
     with torch.no_grad():
         next(model.parameters()).add_(0.5)
     _export_onnx(model, inputs(digits, 2), path)
-    t2 = teacher_from_config(cfg(onnx=str(path)), digits)
+    t2 = resolve_teacher(spec(onnx=str(path)), digits)
     assert teacher_fingerprint(t2) != fp
     msgs: list[str] = []
     assert ensure_cache(tmp_path / "cache", t2, digits, log=msgs.append).built
