@@ -125,7 +125,7 @@ def hand_loop(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, bs: int, teach
 
 
 def fmnist(subset: int, augment: bool = False, seed: int = 0) -> DataSplits:
-    return load_data("fashion-mnist", seed=seed, subset=subset, augment=augment)
+    return load_data("fashion-mnist", split_seed=seed, subset=subset, augment=augment)
 
 
 # ---------------------------------------------------------------- a, b, c
@@ -444,7 +444,7 @@ def part_g(args, work: Path) -> dict[str, Any]:
                 "student": {"name": "cnn_tiny"}, "methods": methods[method], "train": {"epochs": E, "batch_size": 128},
                 "seed": seed, "report": False}
         if cached:
-            base.update(cache=str(cache), cache_views=E)
+            base.update(cache={"dir": str(cache), "views": E})
         return load_config(base=base)
 
     res: dict[str, Any] = {"setup": {"train_samples": len(data.train), "augment": "crop pad 2 + flip", "epochs": E,

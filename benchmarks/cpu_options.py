@@ -72,7 +72,7 @@ def calibrate_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def fmnist(subset: int) -> DataSplits:
-    return load_data("fashion-mnist", seed=0, subset=subset)
+    return load_data("fashion-mnist", split_seed=0, subset=subset)
 
 
 class _Autocast(nn.Module):
@@ -214,7 +214,7 @@ def part_a(args, work: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"runs": []}
     for seed in args.seeds:
-        data = load_data("fashion-mnist", seed=seed)
+        data = load_data("fashion-mnist", split_seed=seed)
         for cl in (False, True):
             r = kdlab.distill(str(ASSET), "cnn_tiny", data, method="kd", T=4.0, alpha=0.9, epochs=args.a_epochs,
                               seed=seed, cache=str(work / f"a_cache_s{seed}"), channels_last=cl)

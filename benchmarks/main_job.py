@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import kdlab
-from kdlab.api import build_model
+from kdlab.models.load import model_for_data
 from kdlab.cli.demo import ASSET
 from kdlab.data import load_data
 from kdlab.evaluate.cost import count_params
@@ -38,7 +38,7 @@ def main() -> None:
     teacher, _ = kdlab.load_model(a.teacher)
     rows = []
     for seed in a.seeds:
-        data = load_data("fashion-mnist", seed=seed)
+        data = load_data("fashion-mnist", split_seed=seed)
         t0 = time.perf_counter()
         alone = kdlab.train(a.student, data, epochs=a.epochs, seed=seed)
         t1 = time.perf_counter()
@@ -49,7 +49,7 @@ def main() -> None:
         rows.append({"seed": seed, "teacher": t_acc, "alone": alone.test["acc"], "kd": kd.test["acc"],
                      "alone_f1": alone.test["f1"], "kd_f1": kd.test["f1"], "alone_s": t1 - t0, "kd_s": t2 - t1})
         print(json.dumps(rows[-1]), flush=True)
-    s_params = count_params(build_model(a.student, data))
+    s_params = count_params(model_for_data(a.student, data))
     t_params = count_params(teacher)
 
     def ms(key: str) -> str:

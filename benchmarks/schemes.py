@@ -50,7 +50,7 @@ def _acc(x: float | None) -> float | None:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.data = load_data("fashion-mnist", seed=0, subset=args.subset)
+        self.data = load_data("fashion-mnist", split_seed=0, subset=args.subset)
         self.E = args.epochs
         self.out = Path(args.out)
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdlab.config import DataConfig, TrainConfig, load_config
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, KDLabError
 
 
 class Pair(BaseModel):
@@ -36,7 +36,9 @@ class BenchConfig(BaseModel):
     seeds: list[int] = [0, 1, 2]
     teacher_train: TrainConfig = TrainConfig()
     student_train: TrainConfig = TrainConfig()
-    ce_weight: float = 1.0  # CE weight beside each method, unless the method entry sets `ce`
+    # CE weight beside each method, unless the method entry sets `ce`; None: the weight the method's
+    # paper pairs with it (kdlab.objective: 0.1 beside Hinton KD and CTKD, 1 otherwise)
+    ce_weight: float | None = None
     threads: int | None = Field(None, ge=1)
     report: bool = False  # an HTML report per run (off: a grid makes hundreds of runs)
 
@@ -56,29 +58,28 @@ def load_bench(path: str | Path, overrides: list[str] | None = None) -> BenchCon
         raise ConfigError(f"{p}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def _method_entries(spec: str | dict[str, Any], ce_default: float) -> tuple[str, list[dict[str, Any]]]:
-    """A bench method entry → (label, methods list for the run config)."""
+def _method_entries(spec: str | dict[str, Any], ce_default: float | None) -> tuple[str, list[dict[str, Any]]]:
+    """A bench method entry → (label, methods list for the run config), via the one objective parser."""
+    from kdlab.objective import parse_objective
+
     if isinstance(spec, str):
-        items = [{"name": s.strip()} for s in spec.split("+")]
-        label = spec
+        label, items, ce = spec, spec, None
     else:
-        spec = dict(spec)
-        label = spec.pop("label", None) or spec["name"]
-        items = [spec]
-    ce = next((i.pop("ce") for i in items if "ce" in i), None)
-    if ce is None:
-        # Hinton's recipe for plain KD (α=0.9); every other method adds its term to full CE
-        ce = 0.1 if [i["name"] for i in items] == ["kd"] else ce_default
-        if [i["name"] for i in items] == ["kd"]:
-            items[0].setdefault("weight", 0.9)
-    return label, [{"name": "ce", "weight": ce}, *items]
+        entry = dict(spec)
+        label = entry.pop("label", None) or entry["name"]
+        ce = entry.pop("ce", None)
+        items = [entry]
+    methods = parse_objective(items)
+    if ce is not None or ce_default is not None:
+        methods[0]["weight"] = ce if ce is not None else ce_default
+    return label, methods
 
 
 def _run_one(raw: dict[str, Any], command: str, progress: bool) -> None:
     """One grid run (top-level, so a process pool can call it)."""
-    from kdlab.api import run
+    from kdlab.schemes.offline import run_config
 
-    run(load_config(base=raw), command=command, progress=progress)
+    run_config(load_config(base=raw), command=command, progress=progress)
 
 
 def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=print,
@@ -137,14 +138,38 @@ def run_bench(cfg: BenchConfig, out: str | Path, progress: bool = False, log=pri
             s = json.loads((r_dir / "summary.json").read_text())
             records.append({"pair": tag, "method": label, "seed": seed, "acc": s["test"]["acc"],
                             "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
+    teacher_epochs: dict[str, int | None] = {}
     for tag, t_ckpt in teachers.items():
         t_sum = Path(t_ckpt).parent / "summary.json"
         if t_sum.is_file():
             s = json.loads(t_sum.read_text())
             records.append({"pair": tag, "method": "teacher", "seed": 0, "acc": s["test"]["acc"],
                             "f1": s["test"]["f1"], "seconds": s["train_seconds"]})
-    write_tables(records, cfg, out)
+        teacher_epochs[tag] = _trained_epochs(t_ckpt)
+    write_tables(records, cfg, out, teacher_epochs)
     return records
+
+
+def _trained_epochs(checkpoint: str) -> int | None:
+    """Epochs a teacher checkpoint was trained for: its run's summary.json, else its own metadata."""
+    t_sum = Path(checkpoint).parent / "summary.json"
+    try:
+        if t_sum.is_file():
+            return int(json.loads(t_sum.read_text())["epochs"])
+        from kdlab.store.checkpoint import load_meta
+
+        return int(load_meta(checkpoint)["epoch"])
+    except (OSError, KeyError, ValueError, TypeError, KDLabError):
+        return None
+
+
+def _teacher_note(epochs: dict[str, int | None]) -> str:
+    known = {t: e for t, e in epochs.items() if e is not None}
+    if not known:
+        return "teacher epochs unknown"
+    if len(set(known.values())) == 1:
+        return f"teacher {next(iter(known.values()))} epochs"
+    return "teachers " + ", ".join(f"{t.replace('-', ' → ')} {e} epochs" for t, e in known.items())
 
 
 def _ms(v: list[float]) -> str:
@@ -152,7 +177,8 @@ def _ms(v: list[float]) -> str:
     return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
 
-def write_tables(records: list[dict[str, Any]], cfg: BenchConfig, out: Path) -> str:
+def write_tables(records: list[dict[str, Any]], cfg: BenchConfig, out: Path,
+                 teacher_epochs: dict[str, int | None] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["pair", "method", "seed", "acc", "f1", "seconds"])
@@ -179,6 +205,6 @@ def write_tables(records: list[dict[str, Any]], cfg: BenchConfig, out: Path) -> 
     (out / "results.md").write_text(
         f"Top-1 test accuracy (%), mean ± std over seeds {cfg.seeds}; in brackets the change against the "
         f"student alone. Data: {cfg.data.name}" + (f" (subset {cfg.data.subset})" if cfg.data.subset else "")
-        + f"; teacher {cfg.teacher_train.epochs} epochs, students {cfg.student_train.epochs} epochs.\n\n" + table
+        + f"; {_teacher_note(teacher_epochs or {})}, students {cfg.student_train.epochs} epochs.\n\n" + table
         + (f"\n{notes.read_text()}" if (notes := out / "notes.md").is_file() else ""))
     return table

@@ -7,58 +7,28 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kdlab.data import DataSpec
+from kdlab.engine.schedule import Schedule
+from kdlab.engine.tracking import TrackingSpec
 from kdlab.errors import ConfigError
+from kdlab.spec import Spec
+from kdlab.models.spec import ModelSpec
+from kdlab.teachers.cache_build import CacheSpec
+from kdlab.teachers.resolve import TeacherSpec
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Strict):
-    name: str = "digits"
-    root: str | None = None
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    subset: int | None = Field(None, gt=0)
-    augment: bool | None = None  # None: the dataset's default
-    split_seed: int | None = None  # seed of the train/val split (and subset); None: the run's seed
-    options: dict[str, Any] = {}
-
-
-class ModelConfig(_Strict):
-    name: str = "cnn_small"
-    options: dict[str, Any] = {}
-
-
-class TeacherConfig(_Strict):
-    """A kdlab checkpoint (``path/best``), or any of the other sources documented in the README."""
-
-    checkpoint: str | None = None
-    model: ModelConfig | None = None  # with ``weights``: a registered model + a safetensors file
-    weights: str | None = None  # safetensors state dict for ``model`` or ``factory``
-    factory: str | None = None  # "package.module:function" returning an nn.Module (called with ``options``)
-    options: dict[str, Any] = {}  # keyword arguments for ``factory``
-    features: dict[str, str] = {}  # ``factory``: feature name -> submodule path, e.g. {pooled: avgpool}
-    torchscript: str | None = None  # a TorchScript file; loading it runs the program inside: only files you trust
-    onnx: str | None = None  # an ONNX file run by ONNX Runtime: a black-box teacher (logits only)
-    hf: str | None = None  # a local Hugging Face transformers model directory (safetensors weights)
-    mean: list[float] | None = None  # the per-channel input normalisation the teacher expects (on [0, 1]
-    std: list[float] | None = None  # pixels); the student's inputs are re-normalised to it
-    # how a live module teacher runs in a single CPU process: auto tries ONNX Runtime, then BN folding, each
-    # checked against the eager teacher (benchmarks/cpu_options.md); eager keeps the PyTorch module
-    accelerate: Literal["auto", "eager", "onnx", "fold_bn"] = "auto"
-
-
-class TrackingConfig(_Strict):
-    """Optional experiment tracking (``pip install 'kdlab[track]'``)."""
-
-    tensorboard: bool = False  # event files in <run>/tensorboard
-    mlflow: str | None = None  # tracking URI (sqlite:///mlflow.db), or a path to an SQLite file
-    experiment: str = "kdlab"  # MLflow experiment name
+_Strict = Spec
+# the sections are defined by the layers that consume them; these names are the config's view
+DataConfig = DataSpec
+TrainConfig = Schedule
+TrackingConfig = TrackingSpec
+CacheConfig = CacheSpec
+ModelConfig = ModelSpec
+TeacherConfig = TeacherSpec
 
 
 class MethodConfig(BaseModel):
@@ -69,26 +39,9 @@ class MethodConfig(BaseModel):
     name: str
 
 
-class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adamw", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[int] = []
-    gamma: float = Field(0.1, gt=0)
-    grad_clip: float | None = Field(None, gt=0)
-    eval_batch_size: int = Field(512, ge=1)
-    # NHWC weights for image models while training: 1.1-1.9x faster steps on CPU, less precise
-    # BatchNorm gradients (benchmarks/cpu_options.md)
-    channels_last: bool = False
-
-
 class RunConfig(_Strict):
     data: DataConfig = DataConfig()
-    student: ModelConfig = ModelConfig()
+    student: ModelConfig = ModelConfig(name="cnn_small")
     teacher: TeacherConfig | None = None
     methods: list[MethodConfig] = [MethodConfig(name="ce")]
     train: TrainConfig = TrainConfig()
@@ -97,13 +50,16 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     tracking: TrackingConfig = TrackingConfig()
     report: bool = True  # write <run>/report.html (plots) at the end of the run
-    # teacher-output cache (kdlab cache build): reused when it matches, rebuilt when stale
-    cache: str | None = None  # cache directory
-    # layout of a new cache; None: whatever an existing cache holds (new: full float32 logits)
-    cache_views: int | None = Field(None, ge=1)  # augmented views per sample; required with augmentation
-    cache_topk: int | None = Field(None, ge=1)  # store top-k log-probabilities instead of full logits
-    cache_dtype: Literal["float32", "float16"] | None = None
-    cache_features: list[str] = []  # teacher features to cache too (e.g. pooled), for feature methods
+    # teacher-output cache (kdlab cache build): `cache: DIR` or `cache: {dir: DIR, views: 4, ...}`
+    cache: CacheSpec | None = None
+    # a scheme's own options (kdlab mutual, kdlab assistant, ...): {name: <scheme>, ...}, validated by
+    # that scheme; see `kdlab init --scheme NAME`
+    scheme: dict[str, Any] | None = None
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_dir(cls, v: Any) -> Any:
+        return {"dir": v} if isinstance(v, (str, Path)) else v
 
     @field_validator("methods")
     @classmethod
@@ -203,6 +159,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
         raw = _merge(raw, loaded)
+    if isinstance(raw.get("cache"), (str, Path)):  # the `cache: DIR` shorthand, so cache.views=… can follow
+        raw["cache"] = {"dir": str(raw["cache"])}
     raw = apply_overrides(raw, overrides or [])
     try:
         return RunConfig.model_validate(raw)

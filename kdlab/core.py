@@ -11,7 +11,7 @@ Text and language models only change ``Batch.inputs`` (a dict of tensors) and th
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,36 @@ class Teacher(Protocol):
     def __call__(self, batch: Batch) -> Outputs: ...
 
 
+@runtime_checkable
+class Trainable(Protocol):
+    """What :func:`kdlab.engine.loop.fit` trains: an ``nn.Module`` whose ``forward(batch)`` returns
+    ``(Outputs of the deployed student, {term: already-weighted loss})``.
+
+    ``student`` is what is evaluated every epoch, checkpointed and deployed; everything in the
+    module tree (student, connectors, peers) is optimised; teachers are held outside it.
+    Implementations: :class:`kdlab.engine.distiller.Distiller` (offline KD, training alone) and the
+    schemes' trainables (a cohort of peers, a network with auxiliary exits, ...).
+    """
+
+    @property
+    def student(self) -> nn.Module: ...
+
+    def prepare(self, batch: Batch, info: DataInfo) -> None:
+        """Called once with the first batch before the optimiser exists (connectors are built here)."""
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        """Called at the start of every epoch (0-based)."""
+
+    def __call__(self, batch: Batch) -> tuple[Outputs, dict[str, Tensor]]: ...
+
+    # the nn.Module surface the loop uses
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class Method(nn.Module):
     """A distillation method: ``forward(student, teacher, batch) -> {name: weighted loss}``.
 
@@ -107,6 +137,9 @@ class Method(nn.Module):
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     family: ClassVar[str] = "response"
+    # the cross-entropy weight the paper pairs with this method's default weight (Hinton KD:
+    # 0.9·soft + 0.1·hard); an objective's default CE weight is the smallest among its methods
+    paper_ce: ClassVar[float] = 1.0
 
     def prepare(self, student: Outputs, teacher: Outputs | None, info: DataInfo) -> None:
         """Called once with sample outputs before the optimiser exists. Raise IncompatibleError

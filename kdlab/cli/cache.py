@@ -28,36 +28,40 @@ def build(ctx: typer.Context,
           force: bool = typer.Option(False, help="rebuild even if a matching cache exists")) -> None:
     """Run the teacher once over every (sample, view) of the training split and store its outputs.
 
-    `kdlab distill ... cache=DIR` then reads them instead of running the teacher (same keys).
+    `kdlab distill ... cache.dir=DIR` then reads them instead of running the teacher (same keys).
 
     Examples:
 
       kdlab cache build --teacher runs/t/best --data fashion-mnist --out runs/cache-fm --dtype float16
 
-      kdlab cache build configs/fmnist_kd.yaml cache=runs/cache-fm cache_topk=10
+      kdlab cache build configs/fmnist_kd.yaml cache.dir=runs/cache-fm cache.topk=10
     """
-    from kdlab.api import data_from_config, teacher_from_config
+    from kdlab.data import load_data_spec
     from kdlab.errors import ConfigError
     from kdlab.teachers.cache_build import AUGMENT_NEEDS_VIEWS, build_cache, ensure_cache
+    from kdlab.teachers.resolve import resolve_teacher
 
-    flags = {"teacher.checkpoint": teacher, "data.name": data, "cache": out, "cache_views": views,
-             "cache_topk": topk, "cache_dtype": dtype,
-             "cache_features": None if features is None else [f.strip() for f in features.split(",") if f.strip()]}
+    flags = {"teacher.checkpoint": teacher, "data.name": data, "cache.dir": out, "cache.views": views,
+             "cache.topk": topk, "cache.dtype": dtype,
+             "cache.features": None if features is None else [f.strip() for f in features.split(",") if f.strip()]}
     cfg = build_config(config, ctx.args, flags)
-    d = data_from_config(cfg)
-    t = teacher_from_config(cfg, d)
-    if t is None:
+    d = load_data_spec(cfg.data)
+    if cfg.teacher is None:
         raise ConfigError("cache build needs a teacher: --teacher PATH (or teacher.* in the config)")
-    if d.augment is not None and not cfg.cache_views:
-        raise ConfigError(AUGMENT_NEEDS_VIEWS.replace("cache_views=N", "--views N (cache_views=N)"))
-    path = cfg.cache or f"runs/cache-{d.name}"
-    nviews = cfg.cache_views if d.augment is not None else 1
-    kw = dict(views=nviews, k=cfg.cache_topk, dtype=cfg.cache_dtype or "float32", features=cfg.cache_features,
-              batch_size=batch_size, accelerate=accelerate)
+    t = resolve_teacher(cfg.teacher, d)
+    c = cfg.cache
+    views_given = c.views if c is not None else None
+    if d.augment is not None and not views_given:
+        raise ConfigError(AUGMENT_NEEDS_VIEWS.replace("cache.views=N", "--views N (cache.views=N)"))
+    path = c.dir if c is not None else f"runs/cache-{d.name}"
+    nviews = views_given if d.augment is not None else 1
+    k, dt, feats = (c.topk, c.dtype, c.features) if c is not None else (None, None, [])
     if force:
-        build_cache(t, d, path, **kw)  # type: ignore[arg-type]
+        build_cache(t, d, path, views=nviews, k=k, dtype=dt or "float32", features=feats, batch_size=batch_size,
+                    accelerate=accelerate)
     else:
-        ct = ensure_cache(path, t, d, exact=True, **kw)  # type: ignore[arg-type]
+        ct = ensure_cache(path, t, d, exact=True, views=nviews, k=k, dtype=dt or "float32", features=feats,
+                          batch_size=batch_size, accelerate=accelerate)
         ct.close()
         if not ct.built:
             typer.echo(f"teacher cache {path} is up to date (checksums verified)")
@@ -65,7 +69,7 @@ def build(ctx: typer.Context,
 
     for k, v in describe(read_manifest(path)):
         typer.echo(f"{k:18s} {v}")
-    typer.echo(f"use it with: kdlab distill ... cache={path}" + (f" cache_views={nviews}" if d.augment is not None else ""))
+    typer.echo(f"use it with: kdlab distill ... cache.dir={path}" + (f" cache.views={nviews}" if d.augment is not None else ""))
 
 
 @cache_app.command("info")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+import json
+from typing import Any, Callable
 
 import typer
 
@@ -27,10 +28,22 @@ def split_args(config: str | None, extra: list[str]) -> tuple[str | None, list[s
     return config, overrides
 
 
-def build_config(config: str | None, extra: list[str], flags: dict[str, Any], base: dict[str, Any] | None = None) -> RunConfig:
-    """Precedence: base < config file < flags < key=value overrides."""
+def build_config(config: str | None, extra: list[str], flags: dict[str, Any], base: dict[str, Any] | None = None,
+                 objective: tuple[str | None, float | None, float | None] = (None, None, None)) -> RunConfig:
+    """Precedence: base < config file < flags < key=value overrides.
+
+    ``objective``: ``(--method, --alpha, --T)``, parsed by :func:`kdlab.objective.parse_objective`;
+    without ``--method``, α and T apply to the methods of the config file (or ``base``).
+    """
     config, overrides = split_args(config, extra)
     flag_overrides = [f"{k}={_yaml(v)}" for k, v in flags.items() if v is not None]
+    method, alpha, T = objective
+    if method is not None or alpha is not None or T is not None:
+        from kdlab.objective import parse_objective
+
+        current = load_config(config, base=base).methods
+        methods = parse_objective(method, alpha=alpha, T=T, base=[m.model_dump() for m in current])
+        flag_overrides.append(f"methods={_yaml(methods)}")
     return load_config(config, flag_overrides + overrides, base=base)
 
 
@@ -39,24 +52,7 @@ def _yaml(v: Any) -> str:
 
     if isinstance(v, str):
         return v if not any(c in v for c in ":{}[],#") else yaml.safe_dump(v).strip().removesuffix("\n...")
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...")
-
-
-def methods_flag(spec: str | None, alpha: float | None, T: float | None) -> list[dict[str, Any]] | None:
-    """``--method kd+fitnet --alpha 0.9 --T 4`` → the methods list (CE at 1 − α)."""
-    if spec is None:
-        return None
-    items = [{"name": s.strip()} for s in spec.split("+") if s.strip()]
-    if not items:
-        raise ConfigError("--method is empty")
-    ce = 1.0
-    if alpha is not None:
-        if not 0 <= alpha <= 1:
-            raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
-        items[0]["weight"], ce = alpha, 1 - alpha
-    if T is not None:
-        items[0]["T"] = T
-    return [{"name": "ce", "weight": ce}, *items]
+    return yaml.safe_dump(v, default_flow_style=True, width=1 << 20).strip().removesuffix("\n...")
 
 
 def print_summary(result: Any) -> None:
@@ -76,3 +72,56 @@ def ensure_exists(path: str, what: str) -> Path:
     if not p.exists() and not Path(path + ".safetensors").exists():
         raise ConfigError(f"{what} {path} not found")
     return p
+
+
+# ---------------------------------------------------------------- scheme commands
+
+SCHEME_HELP = {
+    "config": "YAML config with a scheme: section (kdlab init --scheme NAME writes one)",
+    "data": "dataset name (kdlab datasets)", "subset": "keep this many training (and at most this many test) samples",
+    "epochs": "epochs of the scheme's main training", "lr": "learning rate (default 0.05, SGD)",
+    "batch_size": "batch size (default 128)", "out": "run directory (default runs/<scheme>-<data>-s<seed>)",
+    "resume": "continue an interrupted run in --out (finished stages are reused)", "quiet": "no progress bars",
+    "json": "print the full result as JSON",
+}
+
+
+def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags: dict[str, Any],
+                       scheme: dict[str, Any], resume: bool, quiet: bool, as_json: bool,
+                       lines: Callable[[Any], list[str]]) -> None:
+    """A scheme command: YAML config (optional) < flags (``scheme:`` options and run keys) <
+    ``key=value`` overrides → :func:`kdlab.schemes.run_scheme` → printed result."""
+    from kdlab.schemes import run_scheme
+
+    section = {k: v for k, v in scheme.items() if v is not None}
+    run_flags = {**flags, **{f"scheme.{k}": v for k, v in section.items()}}
+    cfg = build_config(config, extra, run_flags, base={"scheme": {"name": name}})
+    r = run_scheme(name, cfg, resume=resume, progress=not quiet)
+    from kdlab.engine.distributed import is_main
+
+    if not is_main():
+        return
+    if as_json:
+        typer.echo(json.dumps({"test": r.test, "best_val_acc": r.best_val_acc, "seconds": round(r.seconds, 2),
+                               "run_dir": None if r.run_dir is None else str(r.run_dir), "extra": r.extra},
+                              indent=2, default=str))
+        return
+    for line in lines(r):
+        typer.echo(line)
+    typer.echo(f"student test acc {pct(r.test['acc'])}  (train {r.seconds:.1f}s)")
+    if r.run_dir is not None:
+        typer.echo(f"run directory: {r.run_dir}")
+
+
+def pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def csv_list(s: str | None, what: str) -> list[str] | None:
+    """``a,b,c`` → ``["a", "b", "c"]`` (None stays None)."""
+    if s is None:
+        return None
+    items = [x.strip() for x in s.split(",") if x.strip()]
+    if not items:
+        raise ConfigError(f"{what} is empty")
+    return items

@@ -10,9 +10,8 @@ from kdlab.cli.main import app
 @app.command()
 def compare(teacher: str = typer.Option(..., help="teacher checkpoint"),
             student: List[str] = typer.Option(..., help="NAME=CHECKPOINT, repeatable (e.g. alone=runs/a/best)"),
-            data: Optional[str] = typer.Option(None, help="dataset (default: the teacher's)"),
-            root: Optional[str] = typer.Option(None),
-            seed: int = typer.Option(0, help="split seed"),
+            data: Optional[str] = typer.Option(None, help="dataset (default: the teacher's, with its split)"),
+            root: Optional[str] = typer.Option(None, help="dataset directory (default: the recorded one)"),
             out: Optional[str] = typer.Option(None, help="also write compare.md/json here")) -> None:
     """Table of teacher vs students: top-1, macro P/R/F1, params, MFLOPs, CPU latency at batch 1
     and 256, size on disk, speed-up over the teacher.
@@ -23,13 +22,13 @@ def compare(teacher: str = typer.Option(..., help="teacher checkpoint"),
 
     import torch
 
-    from kdlab.api import load_model
-    from kdlab.data import load_data
+    from kdlab.data import data_for_checkpoint
+    from kdlab.models.load import load_model
     from kdlab.errors import ConfigError
     from kdlab.evaluate.compare import compare as measure, print_table, save_table
 
     t_model, t_meta = load_model(teacher)
-    d = load_data(data or t_meta["data"], root=root, seed=seed)
+    d = data_for_checkpoint(t_meta, data, root)
     models = {"teacher": (t_model, t_meta)}
     for item in student:
         if "=" not in item:

@@ -31,7 +31,7 @@ def demo(epochs: int = typer.Option(5, help="epochs for each student"),
     if not Path(t_path + ".safetensors").is_file() and not Path(t_path).is_file():
         raise typer.BadParameter(f"teacher {t_path} not found; `make teacher` trains it")
     t_model, t_meta = load_model(t_path)
-    data = load_data("fashion-mnist", seed=seed)
+    data = load_data("fashion-mnist", split_seed=seed)
     typer.echo(f"teacher {t_path}: {sum(p.numel() for p in t_model.parameters()):,} params; "
                f"student {student}; {epochs} epochs each on {len(data.train):,} training images")
     typer.echo("1/2 training the student alone (labels only) …")

@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, build_config, methods_flag, print_summary
+from kdlab.cli.common import EXTRA, build_config, print_summary
 from kdlab.cli.main import app
 
 
@@ -15,8 +15,10 @@ def distill(ctx: typer.Context,
             student: Optional[str] = typer.Option(None, help="student model name"),
             data: Optional[str] = typer.Option(None, help="dataset name"),
             method: Optional[str] = typer.Option(None, help="method(s): kd, dkd, kd+fitnet … (kdlab methods)"),
-            alpha: Optional[float] = typer.Option(None, help="weight of the first method; CE gets 1 − alpha"),
-            T: Optional[float] = typer.Option(None, "--T", help="temperature of the first method"),
+            alpha: Optional[float] = typer.Option(None, help="weight of every response-family (logit) method; CE "
+                                                  "gets 1 − alpha (default: each method's paper weight)"),
+            T: Optional[float] = typer.Option(None, "--T", help="temperature of every response-family method "
+                                              "that has one (default: the paper's)"),
             epochs: Optional[int] = typer.Option(None),
             lr: Optional[float] = typer.Option(None),
             batch_size: Optional[int] = typer.Option(None),
@@ -25,6 +27,10 @@ def distill(ctx: typer.Context,
             resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
             quiet: bool = typer.Option(False, help="no progress bar")) -> None:
     """Distill a teacher into a student (Hinton KD by default: 0.9·T²·KL + 0.1·CE, T=4).
+
+    Without --alpha/--T every method keeps its paper weight and temperature (at+kd: AT at 1000, KD
+    at 0.9, CE at 0.1); --alpha and --T apply to the response-family (logit) methods only, also
+    to the methods of a config file.
 
     Examples:
 
@@ -35,8 +41,9 @@ def distill(ctx: typer.Context,
     from kdlab.api import run
 
     flags = {"teacher.checkpoint": teacher, "student.name": student, "data.name": data, "train.epochs": epochs,
-             "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out,
-             "methods": methods_flag(method, alpha, T)}
-    cfg = build_config(config, ctx.args, flags,
-                       base={"methods": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "T": 4.0}]})
+             "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out}
+    from kdlab.objective import parse_objective
+
+    cfg = build_config(config, ctx.args, flags, base={"methods": parse_objective("kd")},
+                       objective=(method, alpha, T))
     print_summary(run(cfg, command="distill", resume=resume, progress=not quiet))

@@ -10,25 +10,25 @@ from kdlab.cli.main import app
 
 @app.command("eval")
 def eval_(checkpoint: str = typer.Argument(..., help="a checkpoint (run/best or run/best.safetensors)"),
-          data: Optional[str] = typer.Option(None, help="dataset (default: the one it was trained on)"),
-          root: Optional[str] = typer.Option(None, help="dataset directory"),
+          data: Optional[str] = typer.Option(None, help="dataset (default: the one it was trained on, with its split)"),
+          root: Optional[str] = typer.Option(None, help="dataset directory (default: the recorded one)"),
           split: str = typer.Option("test", help="train | val | test"),
-          seed: int = typer.Option(0, help="split seed"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Evaluate a checkpoint: top-1, macro precision/recall/F1, NLL, ECE.
 
-    Example:  kdlab eval runs/digits-teacher/best --data digits
+    The data, its options and its train/val/test split come from the checkpoint unless --data or
+    --root say otherwise.
+
+    Example:  kdlab eval runs/digits-teacher/best
     """
     from kdlab.api import evaluate
-    from kdlab.store.checkpoint import load_meta
+    from kdlab.data import data_for_checkpoint
     from kdlab.errors import ConfigError
+    from kdlab.store.checkpoint import load_meta
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, not {split!r}")
-    name = data or load_meta(checkpoint).get("data")
-    if not name:
-        raise ConfigError("--data is required: the checkpoint does not say which dataset it was trained on")
-    m = evaluate(checkpoint, name, split=split, root=root, seed=seed)
+    m = evaluate(checkpoint, data_for_checkpoint(load_meta(checkpoint), data, root), split=split)
     if as_json:
         typer.echo(json.dumps(m, indent=2))
     else:

@@ -10,16 +10,19 @@ gathered by index: on CPU this is faster than DataLoader workers for datasets of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from kdlab.core import Batch, DataInfo
+from kdlab.data.augment import Augment, augment
 from kdlab.errors import ConfigError, DataError
 from kdlab.registry import Registry
-from kdlab.data.augment import augment, Augment
+from kdlab.spec import Spec
 
 DATASETS: Registry[Callable[..., "RawData"]] = Registry("dataset")
 register_dataset = DATASETS.register
@@ -60,6 +63,22 @@ class Split:
         return (x - self.mean) / self.std
 
 
+class DataSpec(Spec):
+    """The ``data:`` section: a registered source, its options, and how its splits are made.
+
+    Splits are a pure function of ``split_seed`` (not the training seed), so every run of a dataset
+    with the same spec, whatever its ``seed``, has the same train/val/test samples.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    subset: int | None = Field(None, gt=0)
+    augment: bool | None = None  # None: the dataset's default
+    split_seed: int = Field(0, ge=0)  # seed of the train/val(/test) split and of the subset
+    options: dict[str, Any] = {}
+
+
 @dataclass
 class DataSplits:
     name: str
@@ -68,6 +87,10 @@ class DataSplits:
     test: Split
     classes: list[str]
     augment: Augment | None = None
+    # where the splits came from, recorded in every checkpoint (see :func:`load_data`)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    train_rows: Tensor | None = None  # rows of the source's training array in the train split
+    test_rows: Tensor | None = None  # rows of the source's training array carved as test (None: official test)
 
     @property
     def num_classes(self) -> int:
@@ -91,6 +114,37 @@ class DataSplits:
         if self.train.y is not None:
             h.update(self.train.y.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def rows_fingerprint(rows: Tensor) -> str:
+    """A short hash of a set of row ids (order-free)."""
+    return hashlib.sha256(torch.sort(rows.long()).values.numpy().tobytes()).hexdigest()[:16]
+
+
+def _content_fingerprint(x: Tensor, y: Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def split_rows(n: int, *, split_seed: int, val_fraction: float, subset: int | None,
+               carve_test: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(train, val, test) row ids into a source's ``n`` training samples: a pure function of its
+    arguments, so a checkpoint's split can be recomputed from its recorded spec. ``test`` is None
+    when the source has an official test split."""
+    g = torch.Generator().manual_seed(split_seed)
+    perm = torch.randperm(n, generator=g)
+    if subset:
+        perm = perm[:subset]
+    n_val = int(round(len(perm) * val_fraction))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    test_idx = None
+    if carve_test:
+        n_test = n_val or max(1, len(perm) // 10)
+        test_idx, tr_idx = tr_idx[:n_test], tr_idx[n_test:]
+    return tr_idx, val_idx, test_idx
 
 
 class Loader:
@@ -156,13 +210,15 @@ def _stats(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     return mean, std.clamp_min(1e-6)
 
 
-def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, seed: int = 0,
-              subset: int | None = None, augment: bool | None = None, **kwargs: object) -> DataSplits:
-    """Load a registered dataset into seeded train/val/test splits.
+def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, split_seed: int = 0,
+              subset: int | None = None, augment: bool | None = None, **kwargs: Any) -> DataSplits:
+    """Load a registered dataset into train/val/test splits made by :func:`split_rows`.
 
-    The val split is carved out of the training data with a generator seeded by ``seed``; the
-    normalisation statistics come from the remaining train split only. ``subset`` keeps the first
-    ``subset`` training samples of a seeded permutation (and at most ``subset`` test samples).
+    The val split (and, for a source without an official test split, the test split) is carved
+    out of the training data with a generator seeded by ``split_seed``; the normalisation statistics
+    come from the remaining train split only. ``subset`` keeps the first ``subset`` training samples
+    of that permutation (and at most ``subset`` test samples). ``DataSplits.provenance`` records the
+    source, its options, the split and fingerprints of the source's content and of the train rows.
     """
     source = DATASETS.get(name)
     _check_options(name, source, kwargs)
@@ -173,23 +229,20 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, see
     if y.min() < 0 or y.max() >= len(raw.classes):
         raise DataError(f"dataset {name!r}: labels must be in [0, {len(raw.classes) - 1}], "
                         f"found range [{int(y.min())}, {int(y.max())}]")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(x.shape[0], generator=g)
-    if subset:
-        perm = perm[:subset]
-    n_val = int(round(len(perm) * val_fraction))
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    if raw.test_x is None:  # carve a test split too
-        n_test = n_val or max(1, len(perm) // 10)
-        test_idx, tr_idx = tr_idx[:n_test], tr_idx[n_test:]
+    n_total = int(x.shape[0])
+    tr_idx, val_idx, test_idx = split_rows(n_total, split_seed=split_seed, val_fraction=val_fraction, subset=subset,
+                                           carve_test=raw.test_x is None)
+    if test_idx is not None:  # carved from the training data
         test_x, test_y = x[test_idx], y[test_idx]
     else:
+        assert raw.test_x is not None and raw.test_y is not None
         test_x, test_y = raw.test_x, raw.test_y
         if subset:
             test_x, test_y = test_x[:subset], test_y[:subset]
     if len(tr_idx) < 2:
         raise DataError(f"dataset {name!r}: {len(tr_idx)} training sample(s) left after carving validation/test "
-                        f"splits from {len(perm)} (need at least 2; use more data or a larger data.subset)")
+                        f"splits from {n_total if not subset else min(subset, n_total)} (need at least 2; use more "
+                        "data or a larger data.subset)")
     scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
     tr_x = x[tr_idx]
     mean, std = _stats(tr_x, scale)
@@ -201,7 +254,59 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, see
         val = test
     use_aug = raw.augment if augment is None else augment
     aug = Augment(pad=raw.pad, flip=True) if use_aug and x.dim() == 4 else None
-    return DataSplits(name, train, val, test, raw.classes, aug)
+    provenance = {"name": name, "root": root, "options": dict(kwargs), "val_fraction": val_fraction,
+                  "subset": subset, "split_seed": split_seed, "augment": augment, "source_rows": n_total,
+                  "source_fingerprint": _content_fingerprint(x, y), "official_test": test_idx is None,
+                  "train_rows_fingerprint": rows_fingerprint(tr_idx)}
+    return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx)
+
+
+def load_data_spec(spec: DataSpec) -> DataSplits:
+    """:func:`load_data` for a ``data:`` config section."""
+    return load_data(spec.name, root=spec.root, val_fraction=spec.val_fraction, split_seed=spec.split_seed,
+                     subset=spec.subset, augment=spec.augment, **spec.options)
+
+
+def spec_of(provenance: dict[str, Any]) -> DataSpec:
+    """The DataSpec a checkpoint's recorded provenance describes (to reload its data)."""
+    keys = ("name", "root", "options", "val_fraction", "subset", "split_seed", "augment")
+    return DataSpec(**{k: provenance[k] for k in keys if k in provenance and provenance[k] is not None or k == "root"})
+
+
+def data_for_checkpoint(meta: dict[str, Any], name: str | None = None, root: str | None = None) -> DataSplits:
+    """The data a checkpoint was trained on, as its metadata records it (source, options, split).
+
+    ``name``/``root`` override the recorded source and directory (another dataset, or the same
+    files moved). A checkpoint that records no data needs ``name``.
+    """
+    prov = meta.get("data_provenance") or {}
+    if prov and (name is None or name == prov.get("name")):
+        spec = spec_of(prov)
+        if root is not None:
+            spec = spec.model_copy(update={"root": root})
+        return load_data_spec(spec)
+    name = name or meta.get("data")
+    if not name:
+        raise ConfigError("the checkpoint does not record which dataset it was trained on: give --data NAME")
+    return load_data(name, root=root)
+
+
+def teacher_overlap(teacher: dict[str, Any], data: DataSplits) -> int | None:
+    """How many of ``data``'s test samples a teacher with this recorded provenance was trained on.
+
+    None when that cannot be known (no provenance, another source, or an official test split,
+    which no training split contains). The teacher's train rows are recomputed from its recorded
+    split and checked against its recorded fingerprint first.
+    """
+    me = data.provenance
+    if not teacher or data.test_rows is None or teacher.get("source_fingerprint") != me.get("source_fingerprint"):
+        return None
+    rows, _, _ = split_rows(int(teacher["source_rows"]), split_seed=int(teacher["split_seed"]),
+                            val_fraction=float(teacher["val_fraction"]), subset=teacher.get("subset"),
+                            carve_test=not teacher.get("official_test", False))
+    if rows_fingerprint(rows) != teacher.get("train_rows_fingerprint"):
+        return None  # recorded by a different split procedure: cannot be recomputed
+    return int(torch.isin(data.test_rows, rows).sum())
 
 
 def _check_options(name: str, source: Callable[..., RawData], options: dict[str, object]) -> None:

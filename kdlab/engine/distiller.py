@@ -32,6 +32,10 @@ class Distiller(nn.Module):
     def teacher(self) -> Teacher | None:
         return self._teacher[0]
 
+    def set_teacher(self, teacher: Teacher | None) -> None:
+        """Swap the teacher (e.g. a snapshot of the student taking over as teacher mid-run)."""
+        self._teacher[0] = teacher
+
     @torch.no_grad()
     def prepare(self, batch: Batch, info: DataInfo) -> None:
         """Run one sample batch through both sides so methods build connectors and check the pair."""

@@ -1,7 +1,6 @@
-"""The one training loop. Schemes arrange teachers and students and call :func:`fit`.
-
-A *trainable* is an nn.Module with ``forward(batch) -> (Outputs, {term: weighted loss})`` and a
-``student`` attribute (what is evaluated and deployed), e.g. :class:`kdlab.engine.distiller.Distiller`.
+"""The one training loop. Schemes arrange teachers and students into a
+:class:`kdlab.core.Trainable` and hand it to the run lifecycle (:mod:`kdlab.engine.run`), which
+calls :func:`fit`.
 """
 from __future__ import annotations
 
@@ -17,29 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlab.core import Batch
+from kdlab.core import Batch, Trainable
 from kdlab.data import DataSplits, Loader
-from kdlab.store import checkpoint as ckpt
+from kdlab.engine.schedule import Schedule
 from kdlab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from kdlab.evaluate.metrics import evaluate_model
+from kdlab.store import checkpoint as ckpt
 
 log = logging.getLogger("kdlab")
-
-
-@dataclass
-class Schedule:
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw | adam
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"  # cosine | step | constant
-    milestones: list[int] = field(default_factory=list)  # epochs, for "step"
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    eval_batch_size: int = 512
-    channels_last: bool = False  # NHWC weights while training on images (see fit)
 
 
 @dataclass
@@ -78,7 +62,7 @@ def make_scheduler(opt: torch.optim.Optimizer, s: Schedule) -> torch.optim.lr_sc
     raise ValueError(f"unknown lr_schedule {s.lr_schedule!r} (cosine, step, constant)")
 
 
-def train_step(trainable: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
+def train_step(trainable: Trainable | nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
                grad_clip: float | None = None, step: int = 0) -> tuple[dict[str, float], torch.Tensor]:
     """One optimisation step: forward, sum the weighted terms, backward, step.
 
@@ -99,7 +83,7 @@ def train_step(trainable: nn.Module, batch: Batch, optimizer: torch.optim.Optimi
     return logged, out.logits.detach()
 
 
-def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int = 0,
+def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int = 0,
         run_dir: str | Path | None = None, meta: dict[str, Any] | None = None, resume: bool = False,
         progress: bool = True, loader: Loader | None = None, rank: int = 0, world_size: int = 1,
         device: str | torch.device | None = None,
@@ -131,8 +115,7 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
     if dev.type != "cpu":
         _move(trainable, dev)
     first = next(iter(loader)).to(dev)
-    if hasattr(trainable, "prepare"):
-        trainable.prepare(first, data.info)
+    trainable.prepare(first, data.info)
     if dev.type != "cpu":
         _move(trainable, dev)  # connectors built by prepare
     # NHWC convolutions: 1.1-1.9x faster training steps on CPU across our CNNs, but the CPU's NHWC
@@ -148,6 +131,7 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
     best: dict[str, Any] = {"val_acc": -1.0}
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch, step = 0, 0
+    seconds_before = 0.0  # training time of the epochs a resumed run already did
     if resume and run is not None:
         state = _resume_state(run) if rank == 0 else None
         if world_size > 1:  # rank 0 reads the run directory; the other ranks may not see it
@@ -162,6 +146,7 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
             start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
             history = list(state["history"])[:start_epoch]
             best_state = state.get("best_state")
+            seconds_before = float(state.get("seconds", sum(r.get("epoch_seconds", 0.0) for r in history)))
             if writer:
                 _repair_checkpoints(run, trainable, best_state, meta or {}, state["epoch"], best, history)
     net = trainable
@@ -172,8 +157,7 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
     t0 = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         loader.set_epoch(epoch)
-        if hasattr(trainable, "set_progress"):
-            trainable.set_progress(epoch, schedule.epochs)
+        trainable.set_progress(epoch, schedule.epochs)
         net.train()
         sums: dict[str, float] = {}
         correct = seen = count = 0
@@ -217,14 +201,15 @@ def fit(trainable: nn.Module, data: DataSplits, schedule: Schedule, *, seed: int
             best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)
                           for k, v in trainable.student.state_dict().items()}
         if writer:
-            _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state)
+            _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state,
+                         seconds_before + time.perf_counter() - t0)
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
     if nhwc:
         trainable.to(memory_format=torch.contiguous_format)
     if best_state is None and run is not None and (run / "best.safetensors").is_file():  # state.pt of an older kdlab
         best_state = ckpt.load_weights(run / "best")[0]
-    return FitResult(trainable.student, history, best, run, time.perf_counter() - t0, best_state)
+    return FitResult(trainable.student, history, best, run, seconds_before + time.perf_counter() - t0, best_state)
 
 
 def _move(trainable: nn.Module, dev: torch.device) -> None:
@@ -322,7 +307,7 @@ def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
 
 def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: int, best: dict,
                  rec: dict, is_best: bool, meta: dict, history: list[dict[str, Any]],
-                 best_state: dict[str, torch.Tensor] | None) -> None:
+                 best_state: dict[str, torch.Tensor] | None, seconds: float) -> None:
     run.mkdir(parents=True, exist_ok=True)
     m = {**meta, "epoch": epoch + 1, "val_acc": rec["val_acc"]}
     ckpt.save_weights(run / "last", trainable.student, m)
@@ -333,4 +318,4 @@ def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: 
     ckpt.save_state(run / "state.pt", {"model": trainable.state_dict(), "optimizer": opt.state_dict(),
                                        "scheduler": sched.state_dict(), **_rng_state(),
                                        "epoch": epoch, "step": step, "best": best, "history": history,
-                                       "best_state": best_state})
+                                       "best_state": best_state, "seconds": seconds})

@@ -20,6 +20,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kdlab.errors import ConfigError
+from kdlab.spec import Spec
+
+
+class TrackingSpec(Spec):
+    """The ``tracking:`` section: optional experiment tracking (``pip install 'kdlab[track]'``)."""
+
+    tensorboard: bool = False  # event files in <run>/tensorboard
+    mlflow: str | None = None  # tracking URI (sqlite:///mlflow.db), or a path to an SQLite file
+    experiment: str = "kdlab"  # MLflow experiment name
 
 
 def mlflow_uri(value: str) -> str:
@@ -145,22 +154,23 @@ def _tb_tag(key: str) -> str:
     return key
 
 
-def open_tracker(cfg: Any, run_dir: str | Path | None, command: str = "run") -> Tracker:
-    """The Tracker a :class:`kdlab.config.RunConfig` asks for (a no-op one when tracking is off)."""
-    t = getattr(cfg, "tracking", None)
-    if t is None or not (t.tensorboard or t.mlflow):
+def open_tracker(spec: TrackingSpec, run_dir: str | Path | None, *, name: str, params: dict[str, Any],
+                 tags: dict[str, str]) -> Tracker:
+    """The Tracker a ``tracking:`` section asks for (a no-op one when tracking is off). ``params``:
+    the resolved config, logged as flattened parameters; ``tags``: e.g. the command and the data."""
+    if not (spec.tensorboard or spec.mlflow):
         return Tracker()
     tb_dir = None
-    if t.tensorboard:
+    if spec.tensorboard:
         if run_dir is None:
             warnings.warn("tracking.tensorboard is on but the run is not saved: no event files written", stacklevel=2)
         else:
             tb_dir = Path(run_dir) / "tensorboard"
-    name = Path(run_dir).name if run_dir is not None else f"{command}-{cfg.data.name}-{cfg.student.name}"
-    tags = {"kdlab.command": command, "kdlab.data": cfg.data.name, "kdlab.student": cfg.student.name}
+    tags = dict(tags)
     if run_dir is not None:
+        name = Path(run_dir).name
         tags["kdlab.run_dir"] = str(Path(run_dir).resolve())
-    return Tracker(tb_dir, t.mlflow, t.experiment, name, cfg.model_dump(mode="json"), tags)
+    return Tracker(tb_dir, spec.mlflow, spec.experiment, name, params, tags)
 
 
 def finish_run(tracker: Tracker, run_dir: str | Path | None, test: dict[str, Any], summary: dict[str, Any]) -> None:

@@ -39,8 +39,9 @@ def hyperparameters(name: str) -> dict[str, Any]:
 
 
 def paper(name: str) -> str:
+    """The method's paper: the first paragraph of its docstring, on one line."""
     doc = inspect.getdoc(METHODS.get(name)) or ""
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
 
 
 def list_methods() -> list[str]:

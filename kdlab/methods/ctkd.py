@@ -73,6 +73,8 @@ class CTKD(Method):
     before the learned temperature. Token logits ``[B, L, V]`` are flattened over the mask.
     """
 
+    paper_ce = 0.1  # α = 0.9 on the soft term, 1 − α on the labels
+
     def __init__(self, t_start: float = 1.0, t_end: float = 20.0, lambda_min: float = 0.0, lambda_max: float = 1.0,
                  decay_epochs: int = 10, weight: float = 0.9, logit_stand: bool = False) -> None:
         super().__init__()

@@ -27,6 +27,8 @@ class KD(Method):
     (Logit Standardization, CVPR 2024). Token logits ``[B, L, V]`` use the tokens in ``student.mask``.
     """
 
+    paper_ce = 0.1  # α = 0.9 on the soft term, 1 − α on the labels
+
     def __init__(self, T: float = 4.0, weight: float = 0.9, logit_stand: bool = False) -> None:
         super().__init__()
         if T <= 0:

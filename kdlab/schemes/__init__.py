@@ -1,19 +1,19 @@
-"""Distillation schemes: ways of arranging teachers and students, one module each, each a function
-that builds a trainable and calls :func:`kdlab.engine.loop.fit` (directly or through
-:func:`kdlab.train` / :func:`kdlab.distill`)::
+"""Distillation schemes: ways of arranging teachers and students, one module each.
 
-    from kdlab.schemes.mutual import mutual                  # deep mutual learning (Cohort)
-    from kdlab.schemes.self_distill import byot, born_again, snapshot_distill
-    from kdlab.schemes.assistant import teacher_assistant
-    from kdlab.schemes.multi_teacher import multi_teacher    # kdlab.teachers.EnsembleTeacher
-    from kdlab.schemes.amalgamate import amalgamate          # UnionTeacher
-    from kdlab.schemes.unlabeled import unlabeled            # MixedLoader
-    from kdlab.schemes.lifelong import lifelong              # LwF
-    from kdlab.schemes.cross_modal import cross_modal        # view_data, PairedTeacher; kdlab.teachers.FileTeacher
+Each scheme module registers ``fn(ctx, opts) -> Result`` with ``@register_scheme(name, Options)``
+(see :mod:`kdlab.schemes._common`): it builds its trainable(s) and hands each to the run
+lifecycle, so every scheme leaves the same run directory layout, resumes and runs under torchrun.
 
-    r = mutual(["cnn_tiny", "cnn_small"], "digits", epochs=5)
+    kdlab.scheme("mutual", "digits", epochs=5, peers=["cnn_tiny", "cnn_small"])   # Python
+    kdlab mutual --peers cnn_tiny,cnn_small --data digits --epochs 5              # CLI
+    kdlab mutual my_mutual.yaml train.lr=0.1                                     # YAML + overrides
 
-Each returns a :class:`kdlab.api.Result`; what the scheme measured besides the student's test
-metrics is in ``Result.extra``. The package does not re-export the functions: several share their
-module's name.
+What a scheme measured besides the student's test metrics is in ``Result.extra`` (and in
+``summary.json``). :mod:`kdlab.schemes.offline` runs ``train``/``distill`` configs the same way.
 """
+from kdlab.registry import import_submodules
+from kdlab.schemes._common import SCHEMES, register_scheme, run_scheme, scheme_options
+
+__all__ = ["SCHEMES", "register_scheme", "run_scheme", "scheme_options"]
+
+import_submodules(__name__, __path__)

@@ -1,43 +1,170 @@
-"""Shared plumbing for the scheme files (not a scheme): schedules, models, class subsets, finishing a run."""
+"""Shared plumbing for the scheme files (not a scheme): the scheme registry, the context a scheme
+runs in, class subsets and teacher measurements.
+
+A scheme is one function ``fn(ctx: SchemeContext, opts: Options) -> Result`` registered with
+``@register_scheme(name, Options)``, where ``Options`` is a :class:`kdlab.spec.Spec` of the scheme's
+own typed options (the ``scheme:`` section of its config). It builds its trainable(s) and hands
+each to ``ctx.run`` (one run directory per stage, all with the same layout); it never writes run
+files itself. :func:`run_scheme` validates the section and calls it.
+"""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from kdlab.api import Result, _as_teacher, build_model, evaluate, model_meta
-from kdlab.config import TrainConfig
-from kdlab.core import Batch, Method, Teacher
-from kdlab.data import DataSplits, Loader, Split
-from kdlab.engine.loop import Schedule, fit
+from kdlab.config import RunConfig
+from kdlab.core import Batch, Method, Teacher, Trainable
+from kdlab.data import DataSplits, Loader, Split, load_data_spec
+from kdlab.engine.distiller import Distiller
+from kdlab.engine.run import Result, RunOptions, evaluate_split, run_trainable
+from kdlab.engine.schedule import Schedule
 from kdlab.errors import ConfigError
 from kdlab.evaluate.metrics import classification_metrics, predict
 from kdlab.methods import create_method
+from kdlab.models.load import model_for_data
+from kdlab.objective import parse_objective
+from kdlab.registry import Registry
+from kdlab.spec import Spec
+from kdlab.teachers.resolve import resolve_teacher
+
+O = TypeVar("O", bound=Spec)
 
 
-def schedule(epochs: int, options: dict[str, Any]) -> Schedule:
-    """A validated :class:`Schedule` from ``epochs`` and training options (lr, batch_size, …)."""
-    bad = [k for k in options if k not in TrainConfig.model_fields]
-    if bad:
-        raise ConfigError(f"unknown argument {bad[0]!r} (training options: {', '.join(sorted(TrainConfig.model_fields))})")
+@dataclass
+class SchemeEntry(Generic[O]):
+    fn: Callable[["SchemeContext", O], Result]
+    options: type[O]
+
+
+SCHEMES: Registry[Any] = Registry("scheme")
+
+
+def register_scheme(name: str, options: type[O]) -> Callable[[Callable[["SchemeContext", O], Result]],
+                                                               Callable[["SchemeContext", O], Result]]:
+    """``@register_scheme("mutual", MutualOptions)`` on ``def mutual(ctx, opts) -> Result``."""
+
+    def deco(fn: Callable[["SchemeContext", O], Result]) -> Callable[["SchemeContext", O], Result]:
+        SCHEMES.register(name)(SchemeEntry(fn, options))
+        return fn
+
+    return deco
+
+
+def scheme_options(name: str, section: Mapping[str, Any] | None) -> Spec:
+    """The scheme's typed options from a config's ``scheme:`` section (unknown keys are errors)."""
+    entry: SchemeEntry[Any] = SCHEMES.get(name)
+    raw = dict(section or {})
+    given = raw.pop("name", name)
+    if given != name:
+        raise ConfigError(f"this config is for scheme {given!r} (scheme.name); run it with `kdlab {given}`")
     try:
-        cfg = TrainConfig(epochs=epochs, **options)
+        return entry.options.model_validate(raw)
     except ValidationError as e:
+        import difflib
+
         err = e.errors()[0]
-        raise ConfigError(f"bad value for {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
-    return Schedule(**cfg.model_dump())
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(err["loc"][-1]), list(entry.options.model_fields), n=1)
+            hint = f"; did you mean 'scheme.{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown key 'scheme.{loc}' for scheme {name!r}{hint}") from None
+        raise ConfigError(f"bad value for 'scheme.{loc}': {err['msg']} (got {err.get('input')!r})") from None
 
 
-def make_model(spec: str | nn.Module, data: DataSplits, seed: int) -> nn.Module:
-    """A fresh registered model (initialised from ``seed``) or the module given."""
-    if isinstance(spec, nn.Module):
-        return spec
-    torch.manual_seed(seed)
-    return build_model(spec, data)
+@dataclass
+class SchemeContext:
+    """What a scheme runs with: the data, the schedule, the seed and how runs are kept.
+
+    ``ctx.run`` hands a trainable to the run lifecycle; ``stage=None`` is the scheme's own run
+    directory (the deployed student), a name is a sub-directory (a teacher, an assistant, a baseline).
+    """
+
+    cfg: RunConfig
+    data: DataSplits
+    opts: RunOptions
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.cfg.train
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    def model(self, spec: str | nn.Module, seed: int | None = None, data: DataSplits | None = None,
+              **options: Any) -> nn.Module:
+        """A fresh registered model initialised from ``seed`` (default: the run's), or the module given."""
+        if isinstance(spec, nn.Module):
+            return spec
+        torch.manual_seed(self.seed if seed is None else seed)
+        return model_for_data(spec, data or self.data, **options)
+
+    def run(self, trainable: Trainable, stage: str | None = None, *, data: DataSplits | None = None,
+            schedule: Schedule | None = None, epochs: int | None = None, loader: Loader | None = None,
+            use_best: bool = True, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+            extra: Callable[[], dict[str, Any]] | None = None, report: bool | None = None,
+            report_teacher: Teacher | None = None, meta: dict[str, Any] | None = None) -> Result:
+        sched = schedule or self.schedule
+        if epochs is not None:
+            sched = sched.model_copy(update={"epochs": epochs})
+        opts = self.opts if stage is None else self.opts.stage(stage, {**self.opts.config, "stage": stage},
+                                                               report=report)
+        if stage is None and report is not None:
+            opts = replace(opts, report=report)
+        return run_trainable(trainable, data or self.data, sched, opts, loader=loader, use_best=use_best,
+                             on_epoch_end=on_epoch_end, extra=extra, report_teacher=report_teacher,
+                             meta={"scheme": self.opts.command, **({"stage": stage} if stage else {}), **(meta or {})})
+
+    def train(self, model: str | nn.Module, stage: str | None, *, data: DataSplits | None = None,
+              epochs: int | None = None, seed: int | None = None) -> Result:
+        """Train a model from labels alone (a teacher trained here, or a baseline)."""
+        d = data or self.data
+        m = self.model(model, seed, d)
+        return self.run(Distiller(m, None, [create_method("ce")]), stage, data=d, epochs=epochs)
+
+    def distill(self, teacher: Teacher | nn.Module | str | Path, student: str | nn.Module, stage: str | None, *,
+                methods: Sequence[Mapping[str, Any]], data: DataSplits | None = None, epochs: int | None = None,
+                seed: int | None = None) -> Result:
+        """Offline distillation of ``teacher`` (any source) into ``student`` with a resolved methods list."""
+        d = data or self.data
+        t = self.teacher(teacher, d)
+        return self.run(Distiller(self.model(student, seed, d), t, create_methods(methods)), stage, data=d,
+                        epochs=epochs)
+
+    def teacher(self, source: Teacher | nn.Module | str | Path, data: DataSplits | None = None) -> Teacher:
+        return resolve_teacher(source, data or self.data)
+
+
+def create_methods(entries: Sequence[Mapping[str, Any]]) -> list[Method]:
+    return [create_method(e["name"], **{k: v for k, v in e.items() if k != "name"}) for e in entries]
+
+
+def objective(method: str | Sequence[str | Mapping[str, Any]], alpha: float | None, T: float | None) -> list[dict[str, Any]]:
+    """A scheme's distillation objective, parsed the one way (:func:`kdlab.objective.parse_objective`)."""
+    return parse_objective(method, alpha=alpha, T=T)
+
+
+def run_scheme(name: str, cfg: RunConfig, *, data: DataSplits | None = None, resume: bool = False,
+               progress: bool = True, save: bool = True) -> Result:
+    """Validate ``cfg.scheme`` against the scheme's options and run it in the run lifecycle."""
+    from kdlab.engine import distributed
+
+    entry: SchemeEntry[Any] = SCHEMES.get(name)
+    options = scheme_options(name, cfg.scheme)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    distributed.init()
+    d = data or load_data_spec(cfg.data)
+    resolved = cfg.model_dump(mode="json")
+    resolved["scheme"] = {"name": name, **options.model_dump(mode="json")}
+    run_dir = Path(cfg.out) if cfg.out else Path(f"runs/{name}-{d.name}-s{cfg.seed}")
+    opts = RunOptions(run_dir if save else None, resolved, name, cfg.seed, resume, progress, cfg.tracking, cfg.report)
+    return entry.fn(SchemeContext(cfg, d, opts), options)
 
 
 def is_model_name(spec: Any) -> bool:
@@ -53,35 +180,8 @@ def model_name(spec: Any) -> str:
     return (getattr(spec, "kdlab_spec", None) or {}).get("name", type(spec).__name__)
 
 
-def logit_method(name: str, weight: float, T: float | None) -> Method:
-    """``create_method(name, weight=…, T=…)``, passing T only to methods that take one."""
-    from kdlab.methods import hyperparameters
-
-    kwargs: dict[str, Any] = {"weight": weight}
-    if T is not None and "T" in hyperparameters(name):
-        kwargs["T"] = T
-    return create_method(name, **kwargs)
-
-
-def sub_dir(out: str | Path | None, name: str) -> str | None:
-    return None if out is None else str(Path(out) / name)
-
-
-def finish(trainable: nn.Module, data: DataSplits, sched: Schedule, *, seed: int, progress: bool,
-           out: str | Path | None = None, use_best: bool = True, loader: Any = None,
-           on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-           extra: dict[str, Any] | None = None, command: str = "scheme") -> Result:
-    """Train ``trainable`` with :func:`fit`, restore the best-on-validation student weights (or keep
-    the last ones with ``use_best=False``), evaluate on test, return a :class:`Result`."""
-    student = trainable.student
-    meta = {**model_meta(student, data), "command": command, "seed": seed}
-    r = fit(trainable, data, sched, seed=seed, run_dir=out, meta=meta, progress=progress, loader=loader,
-            on_epoch_end=on_epoch_end)
-    student = trainable.student
-    if use_best and r.best_state is not None:
-        student.load_state_dict(r.best_state)
-    test = evaluate(student, data)
-    return Result(student.eval(), test, r.history, r.best["val_acc"], r.run_dir, r.seconds, None, dict(extra or {}))
+def evaluate(model: nn.Module, data: DataSplits, split: str = "test") -> dict[str, float]:
+    return evaluate_split(model, data, split)
 
 
 @torch.no_grad()
@@ -103,10 +203,6 @@ def teacher_acc(teacher: Teacher | nn.Module, data: DataSplits, split: str = "te
     if getattr(teacher, "train_split_only", False):
         return None
     return teacher_metrics(teacher, data, split)["acc"]
-
-
-def as_teacher(teacher: Any, data: DataSplits) -> Teacher:
-    return _as_teacher(teacher, data)
 
 
 def check_classes(classes: Sequence[int], num_classes: int, what: str) -> list[int]:

@@ -11,31 +11,42 @@ reimplementations use and costs one forward per peer).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from kdlab.api import Result, evaluate, get_data
 from kdlab.core import Batch, DataInfo, Outputs
-from kdlab.data import DataSplits
+from kdlab.engine.run import Result
 from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.evaluate.metrics import evaluate_model
 from kdlab.methods import create_method
 from kdlab.methods._common import kl_div_soft
 from kdlab.models.contract import as_outputs
-from kdlab.schemes._common import finish, make_model, model_name, schedule
+from kdlab.schemes._common import SchemeContext, evaluate, model_name, register_scheme
+from kdlab.spec import Spec
+
+
+class MutualOptions(Spec):
+    """``scheme:`` options of ``kdlab mutual``."""
+
+    peers: list[str] = Field(["cnn_tiny", "cnn_small"], min_length=2)  # model names, any architectures
+    T: float = Field(1.0, gt=0)  # temperature of the peers' KL terms
+    weight: float = 1.0  # weight of each peer's distillation term
+    ce_weight: float = 1.0  # weight of each peer's cross-entropy
 
 
 class Cohort(nn.Module):
     """A trainable of N peers: ``forward(batch) -> (Outputs of the deployed peer, {term: loss})``.
 
     Terms are named per peer: ``ce/peer0``, ``dml/peer0``, ``ce/peer1`` … ``student`` is the peer
-    to deploy: ``peers[best]``, where ``best`` is updated from validation accuracy by
-    :func:`mutual` at the end of each epoch (peer 0 until then).
+    to deploy: ``peers[best]``, the peer with the best validation accuracy so far. Each peer's best
+    validation accuracy and weights are part of the module's state (``get_extra_state``), so a
+    resumed run deploys exactly what an uninterrupted one would.
     """
 
-    def __init__(self, peers: Sequence[nn.Module], T: float = 1.0, weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    def __init__(self, peers: list[nn.Module], T: float = 1.0, weight: float = 1.0, ce_weight: float = 1.0) -> None:
         super().__init__()
         if len(peers) < 2:
             raise ConfigError(f"mutual learning needs at least 2 peers, got {len(peers)}")
@@ -45,6 +56,8 @@ class Cohort(nn.Module):
         self.T, self.weight = T, weight
         self.ce = create_method("ce", weight=ce_weight)
         self.best = 0
+        self.best_val: list[float] = [-1.0] * len(peers)
+        self.best_state: list[dict[str, Tensor] | None] = [None] * len(peers)
 
     @property
     def student(self) -> nn.Module:
@@ -62,6 +75,20 @@ class Cohort(nn.Module):
     def set_progress(self, epoch: int, epochs: int) -> None:
         self.epoch, self.epochs = epoch, epochs
 
+    def observe(self, val_accs: list[float]) -> None:
+        """After an epoch: keep each peer's best weights; deploy the best peer."""
+        for i, (m, acc) in enumerate(zip(self.peers, val_accs)):
+            if acc > self.best_val[i]:
+                self.best_val[i] = acc
+                self.best_state[i] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        self.best = max(range(len(self.peers)), key=lambda i: self.best_val[i])
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_val": list(self.best_val), "best_state": list(self.best_state)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.best, self.best_val, self.best_state = state["best"], list(state["best_val"]), list(state["best_state"])
+
     def forward(self, batch: Batch) -> tuple[Outputs, dict[str, Tensor]]:
         outs = [as_outputs(p(batch.inputs)) for p in self.peers]
         detached = [o.logits.detach() for o in outs]
@@ -75,42 +102,32 @@ class Cohort(nn.Module):
         return outs[self.best], terms
 
 
-def mutual(peers: Sequence[str | nn.Module], data: str | DataSplits, *, epochs: int = 10, T: float = 1.0,
-           weight: float = 1.0, ce_weight: float = 1.0, seed: int = 0, out: str | None = None,
-           progress: bool = False, **train_options: Any) -> Result:
-    """Train ``peers`` (model names or modules) together by deep mutual learning.
+@register_scheme("mutual", MutualOptions)
+def mutual(ctx: SchemeContext, opts: MutualOptions) -> Result:
+    """Train ``opts.peers`` together by deep mutual learning.
 
-    Every epoch each peer is evaluated on validation and its best weights kept; the returned
-    ``Result.student`` is the peer with the best validation accuracy, restored to its best epoch.
+    Every epoch each peer is evaluated on validation and its best weights kept; the deployed
+    student is the peer with the best validation accuracy, restored to its best epoch.
     ``Result.extra["peers"]`` lists each peer's model, best validation and test accuracy.
-
-        r = mutual(["cnn_tiny", "cnn_small"], "digits", epochs=5)
-        r.extra["peers"]   # [{"model": "cnn_tiny", "val_acc": …, "test_acc": …}, …]
     """
-    d = get_data(data, seed=seed)
-    sched = schedule(epochs, train_options)
-    models = [make_model(p, d, seed * 1000 + i) for i, p in enumerate(peers)]
-    cohort = Cohort(models, T=T, weight=weight, ce_weight=ce_weight)
-    best_val = [-1.0] * len(models)
-    best_state: list[dict[str, Tensor] | None] = [None] * len(models)
+    models = [ctx.model(p, ctx.seed * 1000 + i) for i, p in enumerate(opts.peers)]
+    cohort = Cohort(models, T=opts.T, weight=opts.weight, ce_weight=opts.ce_weight)
 
     def on_epoch_end(epoch: int, rec: dict[str, Any]) -> None:
-        for i, m in enumerate(cohort.peers):
-            acc = evaluate_model(m, d.val, sched.eval_batch_size)["acc"]
-            rec[f"val_acc/peer{i}"] = acc
-            if acc > best_val[i]:
-                best_val[i] = acc
-                best_state[i] = {k: v.detach().clone() for k, v in m.state_dict().items()}
-        cohort.best = max(range(len(models)), key=lambda i: best_val[i])
+        accs = [evaluate_model(m, ctx.data.val, ctx.schedule.eval_batch_size)["acc"] for m in cohort.peers]
+        rec.update({f"val_acc/peer{i}": a for i, a in enumerate(accs)})
+        cohort.observe(accs)
 
-    r = finish(cohort, d, sched, seed=seed, progress=progress, out=out, use_best=False,
-               on_epoch_end=on_epoch_end, command="mutual")
-    rows = []
-    for i, m in enumerate(cohort.peers):
-        if best_state[i] is not None:
-            m.load_state_dict(best_state[i])
-        rows.append({"model": model_name(peers[i]), "val_acc": best_val[i], "test_acc": evaluate(m, d)["acc"]})
-    student = cohort.student.eval()
-    r.student, r.test, r.best_val_acc = student, evaluate(student, d), best_val[cohort.best]
-    r.extra.update(peers=rows, deployed=cohort.best)
-    return r
+    def extra() -> dict[str, Any]:
+        rows = []
+        for i, m in enumerate(cohort.peers):
+            state = cohort.best_state[i]
+            if state is not None:
+                m.load_state_dict(state)
+            rows.append({"model": model_name(opts.peers[i]), "val_acc": cohort.best_val[i],
+                         "test_acc": evaluate(m, ctx.data)["acc"]})
+        return {"peers": rows, "deployed": cohort.best}
+
+    # the deployed peer's own best weights are restored in extra(); the loop's best_state tracks
+    # whichever peer was deployed at its best epoch, so it is not used
+    return ctx.run(cohort, on_epoch_end=on_epoch_end, use_best=False, extra=extra)

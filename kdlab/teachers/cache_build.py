@@ -13,15 +13,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdlab.core import Teacher
 from kdlab.data import DataSplits, Loader
 from kdlab.errors import CheckpointError, ConfigError
+from kdlab.spec import Spec
 from kdlab.store.format import MANIFEST, ArraySpec, StoreWriter, read_manifest, sha256_file
 from kdlab.teachers.cached import CachedTeacher, cache_loader
 
@@ -29,8 +31,19 @@ DTYPES = ("float32", "float16")
 AUGMENT_NEEDS_VIEWS = (
     "cache: data augmentation is on, but a cache holds the teacher's outputs for the inputs it was built "
     "from; with fresh random crops every epoch the student would be matched to soft labels of inputs it "
-    "never sees. Set cache_views=N to cache N augmented views per sample (epoch e trains on view e % N, "
+    "never sees. Set cache.views=N to cache N augmented views per sample (epoch e trains on view e % N, "
     "exactly the input the teacher saw), or turn augmentation off (data.augment=false).")
+
+
+class CacheSpec(Spec):
+    """The ``cache:`` section of a run: where the teacher's outputs are kept and, for a new cache,
+    its layout (None: whatever an existing cache holds; a new one stores full float32 logits)."""
+
+    dir: str  # cache directory: reused when it matches, built when missing, rebuilt when stale
+    views: int | None = Field(None, ge=1)  # augmented views per sample; required with augmentation
+    topk: int | None = Field(None, ge=1)  # store top-k log-probabilities instead of full logits
+    dtype: Literal["float32", "float16"] | None = None
+    features: list[str] = []  # teacher features to cache too (e.g. pooled), for feature methods
 
 
 # ---------------------------------------------------------------- identity of a teacher and of data
@@ -284,24 +297,25 @@ def ensure_cache(path: str | Path, teacher: Teacher | None, data: DataSplits, *,
     return CachedTeacher(path, verify=verify, max_resident=max_resident)
 
 
-def cache_for_run(cfg: Any, data: DataSplits, teacher: Teacher | None,
+def cache_for_run(spec: CacheSpec, data: DataSplits, teacher: Teacher | None, *, batch_size: int,
+                  eval_batch_size: int = 512, seed: int = 0,
                   log: Callable[[str], None] | None = _stderr) -> tuple[CachedTeacher, Loader]:
-    """The cached teacher and the student's loader for a run whose config sets ``cache`` (a
-    :class:`kdlab.config.RunConfig`): builds, reuses or rebuilds the cache as needed."""
-    views = cfg.cache_views
+    """The cached teacher and the student's loader (global ``batch_size``, seeded like fit's own
+    loader) for a run with a ``cache:`` section: builds, reuses or rebuilds the cache as needed."""
+    views = spec.views
     if data.augment is None and views is not None and views > 1:
         if log:
-            log(f"cache_views={views} ignored: augmentation is off, so every view is the same input")
+            log(f"cache.views={views} ignored: augmentation is off, so every view is the same input")
         views = 1
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     if world > 1 and rank != 0:
         torch.distributed.barrier()  # rank 0 checks, builds or rebuilds the cache first
-    ct = ensure_cache(cfg.cache, teacher, data, views=views, k=cfg.cache_topk, dtype=cfg.cache_dtype,
-                      features=cfg.cache_features, batch_size=max(256, cfg.train.eval_batch_size),
+    ct = ensure_cache(spec.dir, teacher, data, views=views, k=spec.topk, dtype=spec.dtype,
+                      features=spec.features, batch_size=max(256, eval_batch_size),
                       log=log if rank == 0 else None, verify=rank == 0)
     if world > 1 and rank == 0:
         torch.distributed.barrier()
-    # like fit's own loader: train.batch_size is the global batch, each rank reads its share
-    return ct, cache_loader(data, ct, cfg.train.batch_size // world, seed=cfg.seed, rank=rank, world_size=world)
+    # like fit's own loader: the batch size is the global batch, each rank reads its share
+    return ct, cache_loader(data, ct, batch_size // world, seed=seed, rank=rank, world_size=world)

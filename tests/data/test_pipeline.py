@@ -154,9 +154,9 @@ def test_digits_loads():
 
 
 def test_seeded_splits(tiny):
-    a = load_data("tiny", seed=1, val_fraction=0.2)
-    b = load_data("tiny", seed=1, val_fraction=0.2)
-    c = load_data("tiny", seed=2, val_fraction=0.2)
+    a = load_data("tiny", split_seed=1, val_fraction=0.2)
+    b = load_data("tiny", split_seed=1, val_fraction=0.2)
+    c = load_data("tiny", split_seed=2, val_fraction=0.2)
     for part in ("train", "val", "test"):
         assert torch.equal(getattr(a, part).x, getattr(b, part).x)
         assert torch.equal(getattr(a, part).y, getattr(b, part).y)
@@ -167,18 +167,18 @@ def test_seeded_splits(tiny):
 
 def test_splits_partition_the_data(tiny):
     x, _ = tiny
-    s = load_data("tiny", seed=5, val_fraction=0.2)
+    s = load_data("tiny", split_seed=5, val_fraction=0.2)
     rows = {tuple(r.flatten().tolist()) for part in (s.train, s.val, s.test) for r in part.x}
     assert len(rows) == 50 and rows == {tuple(r.flatten().tolist()) for r in x}
 
 
 def test_subset(tiny):
-    s = load_data("tiny", seed=0, val_fraction=0.1, subset=20)
+    s = load_data("tiny", split_seed=0, val_fraction=0.1, subset=20)
     assert len(s.train) + len(s.val) + len(s.test) == 20
 
 
 def test_normalisation_uses_train_split_only(tiny):
-    s = load_data("tiny", seed=3, val_fraction=0.2)
+    s = load_data("tiny", split_seed=3, val_fraction=0.2)
     tr = s.train.x.float() / 255
     assert torch.allclose(s.train.mean, tr.mean(dim=(0, 2, 3)), atol=1e-6)
     assert torch.allclose(s.train.std, tr.std(dim=(0, 2, 3)), atol=1e-6)
@@ -245,7 +245,7 @@ def test_loader_unshuffled_drop_last_and_ranks():
 
 
 def test_loader_augmentation_is_replayable(tiny):
-    s = load_data("tiny", seed=0, val_fraction=0.2)
+    s = load_data("tiny", split_seed=0, val_fraction=0.2)
     assert s.augment == Augment(pad=2, flip=True)
 
     def epoch(seed, e, views=None):

@@ -156,7 +156,7 @@ def test_cifar10_reads_official_batches(tmp_path):
 
 def test_cifar10_through_load_data(tmp_path):
     ref = write_cifar10(tmp_path / "cifar-10-batches-py")
-    s = load_data("cifar10", root=str(tmp_path), val_fraction=0.1, seed=3)
+    s = load_data("cifar10", root=str(tmp_path), val_fraction=0.1, split_seed=3)
     assert len(s.train) + len(s.val) == 20 and len(s.val) == 2 and len(s.test) == 3
     assert s.input_shape == (3, 32, 32) and s.num_classes == 10 and s.classes == CIFAR10_NAMES
     assert s.train.x.dtype == torch.uint8 and s.train.scale == pytest.approx(1 / 255)

@@ -16,7 +16,7 @@ from kdlab.teachers import FrozenTeacher
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data("digits", seed=0)
+    return load_data("digits", split_seed=0)
 
 
 def _teacher(data):

@@ -89,10 +89,11 @@ def test_mlflow_run_marked_failed(mlflow_db):
 
 
 def test_tracking_off_is_a_no_op_and_missing_libraries_say_what_to_install(tmp_path, monkeypatch):
-    assert not open_tracker(_cfg(tmp_path), tmp_path).enabled
+    kw = {"name": "run", "params": {}, "tags": {}}
+    assert not open_tracker(_cfg(tmp_path).tracking, tmp_path, **kw).enabled
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
     with pytest.raises(ConfigError, match=r"pip install 'kdlab\[track\]'"):
-        open_tracker(_cfg(tmp_path, mlflow="x.db"), tmp_path)
+        open_tracker(_cfg(tmp_path, mlflow="x.db").tracking, tmp_path, **kw)
     with pytest.raises(ConfigError, match="did you mean 'tracking.tensorboard'"):
         load_config(overrides=["tracking.tensorbord=true"])

@@ -19,7 +19,7 @@ from kdlab.models import create_model
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data("digits", seed=0)
+    return load_data("digits", split_seed=0)
 
 
 def _fit(data, out, epochs=3, resume=False, hook=None, extra=()):

@@ -8,7 +8,7 @@ FAST = {"batch_size": 64}
 
 @pytest.fixture(scope="session")
 def digits():
-    return load_data("digits", seed=0)
+    return load_data("digits", split_seed=0)
 
 
 @pytest.fixture()

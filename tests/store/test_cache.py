@@ -25,12 +25,12 @@ from kdlab.teachers.cached import CachedTeacher, CachedViewLoader, cache_loader,
 
 @pytest.fixture(scope="module")
 def plain():
-    return load_data("digits", seed=0, augment=False)
+    return load_data("digits", split_seed=0, augment=False)
 
 
 @pytest.fixture(scope="module")
 def aug():
-    return load_data("digits", seed=0, augment=True)
+    return load_data("digits", split_seed=0, augment=True)
 
 
 def _teacher(seed: int = 0) -> FrozenTeacher:
@@ -168,7 +168,7 @@ def test_stale_cache_is_rebuilt_with_a_message(plain, tmp_path):
     b = next(iter(cache_loader(plain, ct, 128, seed=0)))
     assert torch.allclose(ct(b).logits, t1(b).logits, atol=1e-5)
     msgs.clear()
-    other = load_data("digits", seed=1, augment=False)  # another split
+    other = load_data("digits", split_seed=1, augment=False)  # another split
     ensure_cache(path, t1, other, log=msgs.append, accelerate="eager")
     assert any("training data changed" in m for m in msgs)
     msgs.clear()
@@ -199,14 +199,15 @@ def test_corrupt_cache_is_refused(plain, tmp_path):
 
 
 def test_augmentation_without_views_is_refused(aug, tmp_path):
-    with pytest.raises(ConfigError, match="cache_views"):
+    with pytest.raises(ConfigError, match="cache.views"):
         build_cache(_teacher(), aug, tmp_path / "c", log=None)
     cfg = load_config(base={"data": {"name": "digits", "augment": True}, "cache": str(tmp_path / "c")})
+    assert cfg.cache is not None
     with pytest.raises(ConfigError, match="augmentation is on"):
-        cache_for_run(cfg, aug, _teacher(), log=None)
+        cache_for_run(cfg.cache, aug, _teacher(), batch_size=128, log=None)
     assert not (tmp_path / "c").exists()
-    cfg = cfg.model_copy(update={"cache_views": 2})
-    ct, loader = cache_for_run(cfg, aug, _teacher(), log=None)
+    spec = cfg.cache.model_copy(update={"views": 2})
+    ct, loader = cache_for_run(spec, aug, _teacher(), batch_size=128, log=None)
     assert ct.views == 2 and loader.views == 2
     loader.views = None  # a loader that runs past the cached views is refused clearly
     loader.set_epoch(2)
