@@ -26,6 +26,8 @@ NOT_REGISTRANTS: dict[str, frozenset[str]] = {
     "kdlab.models": frozenset({"contract", "load", "spec"}),
     "kdlab.data": frozenset({"augment", "sources"}),
     "kdlab.cli": frozenset({"common", "main"}),
+    # PENDING: scheme modules not yet on the scheme contract (each is removed from here when converted)
+    "kdlab.schemes": frozenset({"offline"}),
 }
 
 

@@ -8,23 +8,35 @@ by side matters: ``concat`` keeps raw logits, which is exactly a mixture of the 
 distributions weighted by softmax_k(logsumexp of teacher k's logits), the energy score that tends to
 be higher for a teacher's own kind of image; ``logprob`` puts each teacher's log-probabilities side by
 side, a mixture with equal weight on every teacher.
+
+Stages: each teacher given as a model name is trained here on its classes in ``teacher0/``,
+``teacher1/`` …; with ``baseline``, the student trained on all labels in ``baseline/`` (same
+layout); the amalgamated student is the scheme's own run directory.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from kdlab.api import Result, get_data, train
 from kdlab.core import Batch, Outputs, Teacher
-from kdlab.data import DataSplits
 from kdlab.engine.distiller import Distiller
+from kdlab.engine.run import Result
 from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.methods import create_method
-from kdlab.schemes._common import (as_teacher, check_classes, finish, is_model_name, make_model, model_name, restrict,
-                                   schedule, sub_dir, teacher_acc)
+from kdlab.schemes._common import (
+    SchemeContext,
+    check_classes,
+    is_model_name,
+    model_name,
+    register_scheme,
+    restrict,
+    teacher_acc,
+)
+from kdlab.spec import Spec
 from kdlab.teachers.frozen import FrozenTeacher
 
 COMBINE = ("concat", "logprob")
@@ -82,60 +94,62 @@ class UnionTeacher:
         return Outputs(z)
 
 
-def _plain(model: str | nn.Module, d: DataSplits, epochs: int, seed: int, progress: bool, out: str | None,
-           train_options: dict[str, Any], use_best: bool) -> Result:
-    trainable = Distiller(make_model(model, d, seed), None, [create_method("ce")])
-    return finish(trainable, d, schedule(epochs, train_options), seed=seed, progress=progress, out=out,
-                  use_best=use_best, command="train")
+class AmalgamateOptions(Spec):
+    """``scheme:`` options of ``kdlab amalgamate``."""
+
+    teachers: list[str] = Field(["cnn_small", "cnn_small"], min_length=1)  # one per class subset: models or checkpoints
+    classes: list[list[int]] = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # each teacher's classes (disjoint, covering all)
+    student: str = "cnn_tiny"  # the student over all classes
+    combine: Literal["concat", "logprob"] = "concat"  # teachers' raw logits side by side, or their log-probabilities
+    T: float = Field(4.0, gt=0)  # temperature of the student's KD term (its only term: no labels)
+    teacher_epochs: int | None = Field(None, ge=1)  # epochs of each teacher trained here (default train.epochs)
+    baseline: bool = True  # also train the same student on all labels (stage baseline/), for comparison
 
 
-def amalgamate(teachers: Sequence[str | nn.Module | Teacher], classes: Sequence[Sequence[int]], student: str | nn.Module,
-               data: str | DataSplits, *, combine: str = "concat", T: float = 4.0, epochs: int = 10,
-               teacher_epochs: int | None = None, baseline: bool = False, seed: int = 0, out: str | None = None,
-               progress: bool = False, **train_options: Any) -> Result:
+def _seeded(ctx: SchemeContext, seed: int) -> SchemeContext:
+    """``ctx`` whose runs are seeded with ``seed`` (weights and batch order) instead of the run's."""
+    return replace(ctx, opts=replace(ctx.opts, seed=seed))
+
+
+@register_scheme("amalgamate", AmalgamateOptions)
+def amalgamate(ctx: SchemeContext, opts: AmalgamateOptions) -> Result:
     """Amalgamate teachers of disjoint class subsets into one student over all classes.
 
-    teachers: model names (each trained here on its subset alone, labels renumbered 0..k−1) or
-    trained modules / Teachers whose output j is class ``classes[i][j]``.
-    The student sees the training images of all classes with no labels (KD at temperature T only).
-    Labels are used nowhere in its training, not even for picking an epoch: the last epoch's
-    weights are kept. ``baseline=True`` also trains the same student on all labels (same schedule,
-    last epoch) for comparison.
+    ``opts.teachers[i]``: a model name (trained here on its subset alone, labels renumbered
+    0..k−1, seed ``seed + i``, stage ``teacher{i}/``) or a checkpoint whose output j is class
+    ``opts.classes[i][j]``. The student sees the training images of all classes with no labels (KD
+    at temperature T only). Labels are used nowhere in its training, not even for picking an epoch:
+    the last epoch's weights are kept. ``baseline`` also trains the same student on all labels (same
+    schedule, last epoch, stage ``baseline/``) for comparison.
 
     ``Result.extra``: ``teachers`` (test accuracy of each on its own classes), ``union_teacher_acc``
-    (the combined teachers on the full test set), ``baseline_acc`` when asked.
-
-        r = amalgamate(["cnn_small", "cnn_small"], [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], "cnn_tiny",
-                       "fashion-mnist", baseline=True)
+    (the combined teachers on the full test set), ``combine``, ``baseline_acc`` when asked.
     """
-    if len(teachers) != len(classes):
-        raise ConfigError(f"{len(teachers)} teachers but {len(classes)} class lists")
-    d = get_data(data, seed=seed)
-    check_partition(classes, d.num_classes)
+    d = ctx.data
+    if len(opts.teachers) != len(opts.classes):
+        raise ConfigError(f"{len(opts.teachers)} teachers but {len(opts.classes)} class lists (scheme.classes)")
+    check_partition(opts.classes, d.num_classes)
     parts: list[tuple[Any, Sequence[int]]] = []
     rows = []
-    for i, (t, cls) in enumerate(zip(teachers, classes)):
+    for i, (t, cls) in enumerate(zip(opts.teachers, opts.classes)):
         sub = restrict(d, cls, remap=True)
+        tt: Any
+        acc: float | None
         if is_model_name(t):
-            tr = train(t, sub, epochs=teacher_epochs or epochs, seed=seed + i, out=sub_dir(out, f"teacher{i}"),
-                       progress=progress, **train_options)
-            tt: Any = tr.student
-            acc = tr.test["acc"]
+            tr = _seeded(ctx, ctx.seed + i).train(t, f"teacher{i}", data=sub, epochs=opts.teacher_epochs,
+                                                  seed=ctx.seed + i)
+            tt, acc = tr.student, tr.test["acc"]
         else:
-            tt = t if isinstance(t, nn.Module) or not isinstance(t, str) else as_teacher(t, sub)
+            tt = ctx.teacher(t, sub)
             acc = teacher_acc(tt, sub)
         parts.append((tt, list(cls)))
         rows.append({"model": model_name(t), "classes": list(cls), "test_acc_own_classes": acc})
-    union = UnionTeacher(parts, d.num_classes, combine)
-    union_acc = teacher_acc(union, d)
+    union = UnionTeacher(parts, d.num_classes, opts.combine)
+    extra: dict[str, Any] = {"teachers": rows, "union_teacher_acc": teacher_acc(union, d), "combine": opts.combine}
+    if opts.baseline:
+        plain = Distiller(ctx.model(opts.student), None, [create_method("ce")])
+        extra["baseline_acc"] = ctx.run(plain, "baseline", use_best=False).test["acc"]
     unlabeled = replace(d, train=replace(d.train, y=None))
-    trainable = Distiller(make_model(student, d, seed), union, [create_method("kd", weight=1.0, T=T)])
-    r = finish(trainable, unlabeled, schedule(epochs, train_options), seed=seed, progress=progress,
-               out=sub_dir(out, "student"), use_best=False, command="amalgamate")
-    r.extra.update(teachers=rows, union_teacher_acc=union_acc, combine=combine)
-    if baseline:
-        if not isinstance(student, str):
-            raise ConfigError("baseline=True needs the student as a model name (a fresh copy is trained)")
-        rb = _plain(student, d, epochs, seed, progress, sub_dir(out, "baseline"), train_options, use_best=False)
-        r.extra["baseline_acc"] = rb.test["acc"]
-    return r
+    trainable = Distiller(ctx.model(opts.student), union, [create_method("kd", weight=1.0, T=opts.T)])
+    return ctx.run(trainable, None, data=unlabeled, use_best=False, extra=lambda: extra,
+                   report_teacher=None if union.train_split_only else union)

@@ -1,65 +1,79 @@
 """Teacher assistant KD (Mirzadeh, Farajtabar, Li, Levine, Matsukawa, Ghasemzadeh; AAAI 2020).
 
 When the teacher is much larger than the student, distil through one or more intermediate-size
-assistants: teacher → assistant(s) → student, each link an ordinary distillation.
+assistants: teacher → assistant(s) → student, each link an ordinary distillation with the same
+objective, schedule and seed.
+
+Stages (sub-directories of the run directory, same layout): ``teacher/`` (only when the teacher is
+a model name, trained here from labels), ``assistant0/``, ``assistant1/`` …, ``direct/`` (with
+``direct``: the teacher distilled straight into a fresh student, to measure what the assistants
+bought); the student is the scheme's own run directory.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-from torch import nn
+from pydantic import Field
 
-from kdlab.api import Result, distill, get_data, train
 from kdlab.core import Teacher
-from kdlab.data import DataSplits
-from kdlab.errors import ConfigError
-from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_acc
+from kdlab.engine.distiller import Distiller
+from kdlab.engine.run import Result, evaluate_split
+from kdlab.schemes._common import (
+    SchemeContext,
+    create_methods,
+    is_model_name,
+    model_name,
+    objective,
+    register_scheme,
+    teacher_acc,
+)
+from kdlab.spec import Spec
 
 
-def teacher_assistant(teacher: str | nn.Module | Teacher, assistants: str | nn.Module | Sequence[str | nn.Module],
-                      student: str | nn.Module, data: str | DataSplits, *, epochs: int = 10,
-                      teacher_epochs: int | None = None, method: str = "kd", alpha: float = 0.9, T: float = 4.0,
-                      direct: bool = False, seed: int = 0, out: str | None = None, progress: bool = False,
-                      **train_options: Any) -> Result:
-    """Distill ``teacher`` into ``student`` through ``assistants`` in one call.
+class AssistantOptions(Spec):
+    """``scheme:`` options of ``kdlab assistant``."""
 
-    teacher:    a model name (trained here from labels for ``teacher_epochs``, default ``epochs``),
-                a trained module, a kdlab checkpoint path, or any Teacher.
-    assistants: one model (name or module) or a chain, largest first.
-    direct:     also distill the teacher straight into a fresh student (same seed and schedule) and
-                report it, to measure what the assistant bought.
+    teacher: str = "cnn_large"  # a model name (trained here from labels) or a teacher checkpoint/file
+    assistants: list[str] = Field(["cnn_small"], min_length=1)  # assistant models, largest first
+    student: str = "cnn_tiny"  # the student model
+    teacher_epochs: int | None = Field(None, ge=1)  # epochs of a teacher trained here (default train.epochs)
+    direct: bool = True  # also distill the teacher straight into a fresh student, for comparison
+    method: str | list[str | dict[str, Any]] = "kd"  # the objective of every link, e.g. kd or dkd
+    alpha: float | None = None  # weight of the response-family methods, CE gets 1 - alpha (default: paper's)
+    T: float | None = None  # temperature of the response-family methods (default: paper's; kd 4)
 
-    Returns the student's Result; ``extra["chain"]`` lists each link's model and test accuracy
-    (teacher first), ``extra["direct_acc"]`` the direct student's test accuracy when asked.
 
-        r = teacher_assistant("cnn_large", "cnn_small", "cnn_tiny", "fashion-mnist", epochs=5, direct=True)
+@register_scheme("assistant", AssistantOptions)
+def assistant(ctx: SchemeContext, opts: AssistantOptions) -> Result:
+    """Distill ``opts.teacher`` into ``opts.student`` through ``opts.assistants``.
+
+    ``Result.extra["chain"]`` lists each link's role, model and test accuracy (teacher first,
+    student last); ``extra["direct_acc"]`` is the direct student's test accuracy when asked.
     """
-    d = get_data(data, seed=seed)
-    chain_models = [assistants] if isinstance(assistants, (str, nn.Module)) else list(assistants)
-    if not chain_models:
-        raise ConfigError("teacher_assistant needs at least one assistant")
-    opts = dict(method=method, alpha=alpha, T=T, epochs=epochs, seed=seed, progress=progress, **train_options)
+    methods = objective(opts.method, opts.alpha, opts.T)  # checked before anything trains
     chain: list[dict[str, Any]] = []
-    if is_model_name(teacher):
-        tr = train(teacher, d, epochs=teacher_epochs or epochs, seed=seed, out=sub_dir(out, "teacher"),
-                   progress=progress, **train_options)
-        t: Any = tr.student
-        chain.append({"role": "teacher", "model": teacher, "test_acc": tr.test["acc"]})
+    t: Teacher
+    if is_model_name(opts.teacher):
+        tr = ctx.train(opts.teacher, "teacher", epochs=opts.teacher_epochs)
+        t = ctx.teacher(tr.student)
+        chain.append({"role": "teacher", "model": opts.teacher, "test_acc": tr.test["acc"]})
     else:
-        t = as_teacher(teacher, d)
-        chain.append({"role": "teacher", "model": model_name(getattr(t, "module", teacher)),
-                      "test_acc": teacher_acc(t, d)})
+        t = ctx.teacher(opts.teacher)
+        chain.append({"role": "teacher", "model": model_name(getattr(t, "module", opts.teacher)),
+                      "test_acc": teacher_acc(t, ctx.data)})
     first = t
-    for i, a in enumerate(chain_models):
-        ra = distill(t, a, d, out=sub_dir(out, f"assistant{i}"), **opts)
-        chain.append({"role": f"assistant{i}", "model": model_name(a), "test_acc": ra.test["acc"]})
-        t = ra.student
-    r = distill(t, student, d, out=sub_dir(out, "student"), **opts)
-    chain.append({"role": "student", "model": model_name(student), "test_acc": r.test["acc"]})
-    r.extra["chain"] = chain
-    if direct:
-        if isinstance(student, nn.Module):
-            raise ConfigError("direct=True needs the student as a model name (a fresh copy is trained)")
-        rd = distill(first, student, d, out=sub_dir(out, "direct"), **opts)
-        r.extra["direct_acc"] = rd.test["acc"]
-    return r
+    for i, a in enumerate(opts.assistants):
+        ra = ctx.distill(t, a, f"assistant{i}", methods=methods)
+        chain.append({"role": f"assistant{i}", "model": a, "test_acc": ra.test["acc"]})
+        t = ctx.teacher(ra.student)
+    direct_acc = ctx.distill(first, opts.student, "direct", methods=methods).test["acc"] if opts.direct else None
+    trainable = Distiller(ctx.model(opts.student), t, create_methods(methods))
+
+    def extra() -> dict[str, Any]:
+        acc = evaluate_split(trainable.student, ctx.data, batch_size=ctx.schedule.eval_batch_size)["acc"]
+        out: dict[str, Any] = {"chain": [*chain, {"role": "student", "model": opts.student, "test_acc": acc}]}
+        if direct_acc is not None:
+            out["direct_acc"] = direct_acc
+        return out
+
+    return ctx.run(trainable, None, extra=extra, report_teacher=t)

@@ -1,12 +1,19 @@
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
+from kdlab.api import scheme
+from kdlab.cli.amalgamate import parse_classes
+from kdlab.cli.main import _register, app
 from kdlab.core import Batch, Outputs
 from kdlab.errors import ConfigError
 from kdlab.schemes._common import restrict
-from kdlab.schemes.amalgamate import UnionTeacher, amalgamate
+from kdlab.schemes.amalgamate import UnionTeacher
 
 from .conftest import FAST
+
+_register()
 
 
 class Fixed:
@@ -49,20 +56,60 @@ def test_restrict_remaps_labels_to_positions(digits):
 
 
 def test_amalgamate_trains_the_union_student_without_labels(digits, monkeypatch):
-    import kdlab.schemes.amalgamate as am
+    import kdlab.schemes._common as common
 
-    seen = []
-    real = am.finish
+    seen = {}
+    real = common.run_trainable
 
-    def spy(trainable, data, *a, **k):
-        seen.append(data.train.y)
-        return real(trainable, data, *a, **k)
+    def spy(trainable, data, schedule, opts, **k):
+        seen[opts.command] = (data.train.y, k["use_best"])
+        return real(trainable, data, schedule, opts, **k)
 
-    monkeypatch.setattr(am, "finish", spy)
-    r = amalgamate(["cnn_tiny", "mlp_tiny"], [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], "mlp_tiny", digits, epochs=2,
-                   baseline=True, **FAST)
-    assert seen[0] is None  # the student's training split carries no labels
+    monkeypatch.setattr(common, "run_trainable", spy)
+    r = scheme("amalgamate", digits, epochs=2, train=FAST, teachers=["cnn_tiny", "mlp_tiny"],
+               classes=[[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], student="mlp_tiny", baseline=True)
+    assert sorted(seen) == ["amalgamate", "amalgamate:baseline", "amalgamate:teacher0", "amalgamate:teacher1"]
+    assert seen["amalgamate"] == (None, False)  # the student's training split carries no labels; last epoch kept
+    assert seen["amalgamate:baseline"][0] is not None and seen["amalgamate:baseline"][1] is False
+    assert set(seen["amalgamate:teacher1"][0].tolist()) == set(range(5))  # a teacher's labels are renumbered
     assert [t["classes"] for t in r.extra["teachers"]] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     assert all(t["test_acc_own_classes"] > 0.5 for t in r.extra["teachers"])
     assert r.extra["union_teacher_acc"] > 0.3 and r.test["acc"] > 0.3 and "baseline_acc" in r.extra
     assert "train_ce" not in r.history[-1] and "train_kd" in r.history[-1]
+
+
+def test_amalgamate_refuses_bad_class_lists_before_training(digits):
+    with pytest.raises(ConfigError, match="disjoint"):
+        scheme("amalgamate", digits, epochs=1, classes=[[0, 1, 2, 3, 4], [4, 5, 6, 7, 8, 9]])
+    with pytest.raises(ConfigError, match="2 teachers but 3 class lists"):
+        scheme("amalgamate", digits, epochs=1, classes=[[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]])
+    with pytest.raises(ConfigError, match="scheme.classes"):
+        scheme("amalgamate", digits, epochs=1, classes=[["a", 1]])
+
+
+def test_cli_class_lists():
+    assert parse_classes("0-4") == [0, 1, 2, 3, 4] and parse_classes("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(ConfigError, match="bad class list"):
+        parse_classes("a-b")
+
+
+def test_yaml_config_with_class_lists_and_overrides(tmp_path):
+    config = {"data": {"name": "digits"}, "train": {"epochs": 1, "batch_size": 64}, "report": False,
+              "out": str(tmp_path / "run"),
+              "scheme": {"name": "amalgamate", "teachers": ["mlp_tiny", "mlp_tiny", "mlp_tiny"],
+                         "classes": [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]], "student": "mlp_tiny"}}
+    path = tmp_path / "am.yaml"
+    path.write_text(yaml.safe_dump(config))
+    r = CliRunner().invoke(app, ["amalgamate", str(path), "scheme.baseline=false", "scheme.combine=logprob", "--quiet"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    saved = yaml.safe_load((run / "config.yaml").read_text())["scheme"]
+    assert saved["classes"] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]] and saved["combine"] == "logprob"
+    assert saved["baseline"] is False and saved["T"] == 4.0
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["teacher0", "teacher1", "teacher2"]
+    assert "combined (logprob)" in r.output
+    config["scheme"]["clases"] = config["scheme"].pop("classes")
+    path.write_text(yaml.safe_dump(config))
+    bad = CliRunner().invoke(app, ["amalgamate", str(path), "--quiet"])
+    assert isinstance(bad.exception, ConfigError), bad.output
+    assert "'scheme.clases'" in str(bad.exception) and "\n" not in str(bad.exception)

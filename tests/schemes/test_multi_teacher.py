@@ -1,13 +1,22 @@
+import json
+
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
+from kdlab.api import scheme, train
+from kdlab.cli.main import _register, app
 from kdlab.core import Batch, Outputs
 from kdlab.errors import ConfigError
-from kdlab.schemes.assistant import teacher_assistant
-from kdlab.schemes.multi_teacher import multi_teacher
+from kdlab.methods import create_method
+from kdlab.models import create_model
+from kdlab.schemes.multi_teacher import EnsembleDistiller
 from kdlab.teachers.ensemble import EnsembleTeacher
 
 from .conftest import FAST
+
+_register()
 
 
 class Fixed:
@@ -88,19 +97,87 @@ def test_bad_ensembles():
         EnsembleTeacher([A, Bt], features_from=[2])
 
 
+def test_ensemble_distiller_keeps_the_random_draws_in_its_state():
+    def distiller():
+        return EnsembleDistiller(create_model("mlp_tiny", 3, 1, 8), EnsembleTeacher([A, Bt], mode="random", seed=5),
+                                 [create_method("ce")])
+
+    d = distiller()
+    for _ in range(7):
+        d.teacher(B)
+    state = d.state_dict()
+    ahead = [d.teacher.draw() for _ in range(20)]
+    fresh = distiller()
+    fresh.load_state_dict(state)
+    assert [fresh.teacher.draw() for _ in range(20)] == ahead
+
+
 def test_multi_teacher_run_with_logits_and_features_from_different_teachers(digits):
-    r = multi_teacher(["cnn_tiny", "mlp_tiny"], "cnn_tiny", digits, method="kd+fitnet", logits_from=[1],
-                      features_from=[0], epochs=2, **FAST)
-    assert len(r.extra["teachers"]) == 2 and 0 < r.extra["ensemble_acc"] <= 1
+    r = scheme("multi-teacher", digits, epochs=2, train=FAST, teachers=["cnn_tiny", "mlp_tiny"], student="cnn_tiny",
+               method="kd+fitnet", logits_from=[1], features_from=[0])
+    assert [t["model"] for t in r.extra["teachers"]] == ["cnn_tiny", "mlp_tiny"]
+    assert 0 < r.extra["ensemble_acc"] <= 1 and r.extra["mode"] == "mean"
     assert "train_fitnet" in r.history[-1] and "train_kd" in r.history[-1]
     assert r.test["acc"] > 0.3
 
 
+def test_multi_teacher_refuses_a_bad_ensemble_before_training(digits):
+    with pytest.raises(ConfigError, match="out of range"):
+        scheme("multi-teacher", digits, epochs=1, teachers=["mlp_tiny"], features_from=[3])
+    with pytest.raises(ConfigError, match="scheme.mode"):
+        scheme("multi-teacher", digits, epochs=1, teachers=["mlp_tiny"], mode="vote")
+    with pytest.raises(ConfigError, match="alpha"):
+        scheme("multi-teacher", digits, epochs=1, teachers=["mlp_tiny"], method="fitnet", alpha=0.5)
+
+
 def test_teacher_assistant_chain(digits):
-    r = teacher_assistant("cnn_small", ["cnn_tiny"], "mlp_tiny", digits, epochs=2, direct=True, **FAST)
+    r = scheme("assistant", digits, epochs=2, train=FAST, teacher="cnn_small", assistants=["cnn_tiny"],
+               student="mlp_tiny", direct=True)
     chain = r.extra["chain"]
     assert [c["role"] for c in chain] == ["teacher", "assistant0", "student"]
     assert [c["model"] for c in chain] == ["cnn_small", "cnn_tiny", "mlp_tiny"]
     assert chain[-1]["test_acc"] == pytest.approx(r.test["acc"]) and 0 < r.extra["direct_acc"] <= 1
-    with pytest.raises(ConfigError):
-        teacher_assistant("cnn_small", [], "mlp_tiny", digits)
+    with pytest.raises(ConfigError, match="scheme.assistants"):
+        scheme("assistant", digits, epochs=1, teacher="cnn_small", assistants=[], student="mlp_tiny")
+
+
+def test_assistant_with_a_checkpoint_teacher_writes_its_stages(digits, tmp_path):
+    train("mlp_tiny", digits, epochs=1, out=str(tmp_path / "t"), batch_size=64)
+    out = tmp_path / "ta"
+    r = scheme("assistant", digits, epochs=1, train=FAST, out=str(out), teacher=str(tmp_path / "t" / "best"),
+               assistants=["mlp_tiny"], student="mlp_tiny", direct=False)
+    assert r.extra["chain"][0]["model"] == "mlp_tiny" and 0 < r.extra["chain"][0]["test_acc"] <= 1
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "plots") == ["assistant0"]
+    for run in (out, out / "assistant0"):
+        assert {"config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors", "state.pt",
+                "summary.json"} <= {p.name for p in run.iterdir()}
+    assert json.loads((out / "summary.json").read_text())["extra"]["chain"][-1]["role"] == "student"
+
+
+def _cli(tmp_path, cmd, config, *args):
+    path = tmp_path / f"{cmd}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return CliRunner().invoke(app, [cmd, str(path), *args, "--quiet"])
+
+
+@pytest.mark.parametrize("cmd,section,override,stage", [
+    ("assistant", {"teacher": "mlp_tiny", "assistants": ["mlp_tiny"], "student": "mlp_tiny", "direct": False},
+     ("T", 3.0), "teacher"),
+    ("multi-teacher", {"teachers": ["mlp_tiny", "mlp_tiny"], "student": "mlp_tiny"}, ("mode", "confidence"),
+     "teacher1"),
+])
+def test_yaml_config_with_a_scheme_section_and_overrides(tmp_path, cmd, section, override, stage):
+    config = {"data": {"name": "digits"}, "train": {"epochs": 1, "batch_size": 64}, "report": False,
+              "out": str(tmp_path / "run"), "scheme": {"name": cmd, **section}}
+    key, value = override
+    r = _cli(tmp_path, cmd, config, f"scheme.{key}={value}")
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["scheme"]
+    assert saved["name"] == cmd and saved[key] == value and saved["student"] == "mlp_tiny"
+    assert "teacher_epochs" in saved and "alpha" in saved  # resolved: every option is recorded
+    assert yaml.safe_load((tmp_path / "run" / stage / "config.yaml").read_text())["stage"] == stage
+    assert (tmp_path / "run" / stage / "summary.json").is_file()
+    bad = _cli(tmp_path, cmd, {**config, "scheme": {**config["scheme"], "studnet": "mlp_tiny"}})
+    assert isinstance(bad.exception, ConfigError), bad.output
+    msg = str(bad.exception)
+    assert "'scheme.studnet'" in msg and "scheme.student" in msg and "\n" not in msg

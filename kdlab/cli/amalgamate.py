@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from kdlab.cli.common import EXTRA, csv_list, pct, run_scheme_command
+from kdlab.cli.common import SCHEME_HELP as H
+from kdlab.cli.main import app
+from kdlab.errors import ConfigError
+
+
+def parse_classes(spec: str) -> list[int]:
+    """``0-4`` or ``0,2,4`` or ``0-2,7`` → class ids."""
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"bad class list {spec!r}: use e.g. 0-4 or 0,2,4") from None
+    return out
+
+
+@app.command("amalgamate", context_settings=EXTRA)
+def amalgamate_cmd(ctx: typer.Context,
+                   config: Optional[str] = typer.Argument(None, help=H["config"]),
+                   teachers: Optional[str] = typer.Option(None, help="comma-separated teachers, one per split: model "
+                                                          "names (trained here) or checkpoints (default "
+                                                          "cnn_small,cnn_small)"),
+                   split: Optional[List[str]] = typer.Option(None, help="classes of each teacher (repeat: --split 0-4 "
+                                                             "--split 5-9, the default)"),
+                   student: Optional[str] = typer.Option(None, help="student model (default cnn_tiny)"),
+                   combine: Optional[str] = typer.Option(None, help="concat (raw logits, default) | logprob"),
+                   T: Optional[float] = typer.Option(None, "--T", help="temperature of the student's KD (default 4)"),
+                   teacher_epochs: Optional[int] = typer.Option(None, help="epochs for each teacher trained here"),
+                   baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
+                                                           help="also train the student with all labels (default on)"),
+                   data: Optional[str] = typer.Option(None, help=H["data"]),
+                   subset: Optional[int] = typer.Option(None, help=H["subset"]),
+                   epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
+                   seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
+                   batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
+                   out: Optional[str] = typer.Option(None, help=H["out"]),
+                   resume: bool = typer.Option(False, help=H["resume"]),
+                   quiet: bool = typer.Option(False, help=H["quiet"]),
+                   as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+    """Amalgamate teachers of disjoint class subsets into one student over all classes, with no
+    joint labels.
+
+    Examples:
+
+      kdlab amalgamate --data fashion-mnist --subset 10000 --split 0-4 --split 5-9 --epochs 5
+
+      kdlab amalgamate --teachers cnn_small,cnn_small,cnn_small --split 0-2 --split 3-5 --split 6-9 --data digits
+
+      kdlab amalgamate am.yaml "scheme.classes=[[0,1,2],[3,4,5,6,7,8,9]]" --resume --out runs/am
+    """
+
+    def lines(r):
+        out = [f"teacher{i} {t['model']:<12} classes {t['classes']}: test acc on its classes "
+               f"{pct(t['test_acc_own_classes'])}" for i, t in enumerate(r.extra["teachers"])]
+        out.append(f"teachers combined ({r.extra['combine']}), full test set: {pct(r.extra['union_teacher_acc'])}")
+        if "baseline_acc" in r.extra:
+            out.append(f"student trained with all labels: {pct(r.extra['baseline_acc'])}")
+        return out
+
+    run_scheme_command(
+        "amalgamate", config, ctx.args,
+        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
+               "train.batch_size": batch_size, "out": out},
+        scheme={"teachers": csv_list(teachers, "--teachers"), "classes": [parse_classes(s) for s in split] if split
+                else None, "student": student, "combine": combine, "T": T, "teacher_epochs": teacher_epochs,
+                "baseline": baseline},
+        resume=resume, quiet=quiet, as_json=as_json, lines=lines)
