@@ -20,19 +20,48 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from kdlab.api import Result, distill, get_data, train
 from kdlab.core import Batch, Outputs, Teacher
-from kdlab.data import DataSplits, Split
+from kdlab.data import DataSplits, Loader, Split
+from kdlab.engine import distributed
+from kdlab.engine.distiller import Distiller
+from kdlab.engine.run import Result
 from kdlab.errors import ConfigError
-from kdlab.schemes._common import as_teacher, is_model_name, model_name, sub_dir, teacher_acc
-from kdlab.teachers.from_file import FileTeacher, save_outputs
+from kdlab.schemes._common import (
+    SchemeContext,
+    create_methods,
+    is_model_name,
+    model_name,
+    objective,
+    register_scheme,
+    teacher_acc,
+)
+from kdlab.spec import Spec
+from kdlab.store import checkpoint as ckpt
+from kdlab.teachers.from_file import FileTeacher
 from kdlab.teachers.frozen import FrozenTeacher
 
 VIEWS = ("full", "lowres:K", "blur:K", "edges", "gray", "channel:i")
+
+
+class CrossModalOptions(Spec):
+    """``scheme:`` options of ``kdlab cross-modal``."""
+
+    teacher: str = "cnn_small"  # model name (trained here, stage teacher/), checkpoint, or .npy/.npz file of outputs
+    student: str = "cnn_tiny"  # model name (built for its view's input size)
+    teacher_view: str = "full"  # full | lowres:K | blur:K | edges | gray | channel:i
+    student_view: str = "lowres:2"  # the student's view (same choices)
+    method: str | list[str | dict[str, Any]] = "kd"  # the distillation method spec (kd, dkd, ...)
+    alpha: float | None = 0.9  # weight of the distillation term, CE gets 1 − alpha; 1 = the teacher's outputs alone
+    T: float | None = 4.0  # temperature of the distillation term (null: the method's default)
+    teacher_epochs: int | None = Field(None, ge=1)  # epochs of a teacher trained here (default: train.epochs)
+    baseline: bool = True  # also train the student on its view from labels alone (stage baseline/)
+    save_teacher_outputs: str | None = None  # write the teacher's outputs over the training split to this .npz
 
 
 def _apply(x: Tensor, view: str) -> Tensor:
@@ -117,59 +146,86 @@ class PairedTeacher:
 
     def to(self, device: Any) -> "PairedTeacher":
         if hasattr(self.teacher, "to"):
-            self.teacher.to(device)  # type: ignore[union-attr]
+            self.teacher.to(device)
         return self
 
 
-def cross_modal(teacher: str | nn.Module | Teacher | Path, student: str | nn.Module, data: str | DataSplits, *,
-                teacher_view: str = "full", student_view: str = "lowres:2", method: str = "kd",
-                alpha: float | None = 0.9, T: float | None = 4.0, epochs: int = 10, teacher_epochs: int | None = None,
-                baseline: bool = False, save_teacher_outputs: str | Path | None = None, seed: int = 0,
-                out: str | None = None, progress: bool = False, **train_options: Any) -> Result:
+def _is_outputs_file(source: str) -> bool:
+    return Path(source).suffix in (".npy", ".npz")
+
+
+@torch.no_grad()
+def write_teacher_outputs(teacher: Teacher, split: Split, path: str | Path, batch_size: int = 512) -> Path:
+    """Write ``teacher``'s logits over every sample of ``split`` to a ``.npz`` (``logits``,
+    ``index``, ``targets`` when labeled; the format :class:`FileTeacher` reads), atomically and
+    from the main process only. Returns the path written (``.npz`` appended when missing)."""
+    p = Path(path)
+    if p.suffix != ".npz":
+        p = p.with_suffix(p.suffix + ".npz") if p.suffix else p.with_suffix(".npz")
+    if not distributed.is_main():
+        return p
+    logits, index = [], []
+    for b in Loader(split, batch_size):
+        logits.append(teacher(b).logits.float().cpu())
+        assert b.index is not None
+        index.append(b.index.cpu())
+    logits_np, index_np = torch.cat(logits).numpy(), torch.cat(index).numpy()
+    targets = None if split.y is None else split.y.numpy()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            if targets is None:
+                np.savez(f, logits=logits_np, index=index_np)
+            else:
+                np.savez(f, logits=logits_np, index=index_np, targets=targets)
+
+    ckpt.atomic_write(p, write)
+    return p
+
+
+@register_scheme("cross-modal", CrossModalOptions)
+def cross_modal(ctx: SchemeContext, opts: CrossModalOptions) -> Result:
     """Distill a teacher that sees ``teacher_view`` into a student that sees ``student_view``.
 
-    teacher: a model name (trained here on the teacher's view for ``teacher_epochs``), a module
-    trained on that view, or a ``.npy``/``.npz`` file of per-sample outputs over the training split
-    (a black-box teacher; ``teacher_view`` is then irrelevant). ``alpha=1`` learns from the
-    teacher's outputs alone, without labels. ``baseline=True`` also trains the student on its view
-    from labels alone. ``save_teacher_outputs`` writes the teacher's outputs over the training split
-    to a ``.npz`` usable as a file teacher later.
+    ``opts.teacher``: a model name (trained here on the teacher's view, stage ``teacher/``), a
+    checkpoint trained on that view, or a ``.npy``/``.npz`` file of per-sample outputs over the
+    training split (a black-box teacher; ``teacher_view`` is then irrelevant). ``alpha=1`` learns
+    from the teacher's outputs alone, without labels. ``baseline`` also trains the student on its
+    view from labels alone (stage ``baseline/``). ``save_teacher_outputs`` writes the teacher's
+    outputs over the training split to a ``.npz`` usable as a file teacher later.
 
-    ``Result.extra``: ``teacher_acc`` (teacher on its view's test split; not available for a file
-    teacher), ``baseline_acc`` when asked, ``views``.
-
-        r = cross_modal("cnn_small", "cnn_tiny", "fashion-mnist", student_view="lowres:2", baseline=True)
-        r = cross_modal("outputs.npz", "cnn_tiny", "fashion-mnist", student_view="full", alpha=1.0)
+    ``Result.extra``: ``teacher``, ``teacher_acc`` (teacher on its view's test split; None for a
+    file teacher), ``views``, ``teacher_outputs`` (the file written, or None) and, when asked,
+    ``baseline_acc``.
     """
-    d = get_data(data, seed=seed)
-    sdata = view_data(d, student_view)
+    d = ctx.data
+    methods = objective(opts.method, opts.alpha, opts.T)  # a bad objective fails before any training
+    sdata = view_data(d, opts.student_view)
     t_acc: float | None = None
-    if isinstance(teacher, (str, Path)) and Path(teacher).suffix in (".npy", ".npz"):
-        ft = FileTeacher(teacher)
+    if _is_outputs_file(opts.teacher):
+        ft = FileTeacher(opts.teacher)
         assert d.train.y is not None
         ft.check(d.train.y, d.train.index)
         tt: Teacher = ft
-        tname = str(teacher)
     else:
-        tdata = view_data(d, teacher_view)
-        if is_model_name(teacher):
-            rt = train(teacher, tdata, epochs=teacher_epochs or epochs, seed=seed, out=sub_dir(out, "teacher"),
-                       progress=progress, **train_options)
-            module: Any = rt.student
+        tdata = view_data(d, opts.teacher_view)
+        if is_model_name(opts.teacher):
+            rt = ctx.train(opts.teacher, "teacher", data=tdata, epochs=opts.teacher_epochs)
+            module: Teacher | nn.Module = rt.student
             t_acc = rt.test["acc"]
         else:
-            module = as_teacher(teacher, tdata)
+            module = ctx.teacher(opts.teacher, tdata)
             t_acc = teacher_acc(module, tdata)
         tt = PairedTeacher(module, tdata.train)
-        tname = model_name(teacher)
-    saved = None if save_teacher_outputs is None else str(save_outputs(tt, d.train, save_teacher_outputs))
-    r = distill(tt, student, sdata, method=method, alpha=alpha, T=T, epochs=epochs, seed=seed,
-                out=sub_dir(out, "student"), progress=progress, **train_options)
-    r.extra.update(teacher=tname, teacher_acc=t_acc, views={"teacher": teacher_view, "student": student_view},
-                   teacher_outputs=saved)
-    if baseline:
-        if not isinstance(student, str):
-            raise ConfigError("baseline=True needs the student as a model name (a fresh copy is trained)")
-        r.extra["baseline_acc"] = train(student, sdata, epochs=epochs, seed=seed, out=sub_dir(out, "baseline"),
-                                        progress=progress, **train_options).test["acc"]
-    return r
+    saved = None if opts.save_teacher_outputs is None else \
+        str(write_teacher_outputs(tt, d.train, opts.save_teacher_outputs))
+    baseline = ctx.train(opts.student, "baseline", data=sdata).test["acc"] if opts.baseline else None
+    trainable = Distiller(ctx.model(opts.student, data=sdata), tt, create_methods(methods))
+
+    def extra() -> dict[str, Any]:
+        return {"teacher": opts.teacher if _is_outputs_file(opts.teacher) else model_name(opts.teacher),
+                "teacher_acc": t_acc, "views": {"teacher": opts.teacher_view, "student": opts.student_view},
+                "teacher_outputs": saved, **({} if baseline is None else {"baseline_acc": baseline})}
+
+    # no report teacher: the paired teacher answers for training-split ids of its own view only
+    return ctx.run(trainable, data=sdata, extra=extra)

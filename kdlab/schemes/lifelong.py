@@ -12,27 +12,46 @@ task's classes, LwF's multi-head setting) and *class-incremental* (the argmax ov
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from kdlab.api import Result, get_data, train
 from kdlab.core import Batch, DataInfo, Outputs
 from kdlab.data import DataSplits
+from kdlab.engine.run import Result
 from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.evaluate.metrics import predict
 from kdlab.methods._common import kl_div_soft
 from kdlab.models.contract import as_outputs
-from kdlab.schemes._common import check_classes, finish, is_model_name, restrict, schedule, sub_dir
+from kdlab.models.load import load_model
+from kdlab.schemes._common import SchemeContext, check_classes, is_model_name, register_scheme, restrict
+from kdlab.spec import Spec
 from kdlab.teachers.frozen import FrozenTeacher
+
+
+class LifelongOptions(Spec):
+    """``scheme:`` options of ``kdlab lifelong``."""
+
+    model: str = "cnn_small"  # old model: a model name (trained here, stage old/) or a checkpoint over old_classes
+    old_classes: list[int] = Field([0, 1, 2, 3, 4], min_length=1)  # the classes the old model knows
+    new_classes: list[int] | None = None  # the classes to learn (default: all the others)
+    old_epochs: int | None = Field(None, ge=1)  # epochs of the old model trained here (default: train.epochs)
+    T: float = Field(2.0, gt=0)  # temperature of the LwF term (the paper's 2)
+    weight: float = Field(1.0, ge=0)  # weight λ_o of the LwF term (the paper's 1; 0 is plain fine-tuning)
+    baseline: bool = True  # also fine-tune without the LwF term (stage finetune/)
 
 
 class ExpandedModel(nn.Module):
     """An old model (its logits = ``old_classes``) plus a new linear head on its ``pooled``
     embedding (``new_classes``); ``forward`` returns logits over ``num_classes`` in the union's
     label order (classes in neither list get −1e4)."""
+
+    old_idx: Tensor
+    new_idx: Tensor
 
     def __init__(self, old: nn.Module, old_classes: Sequence[int], new_classes: Sequence[int], num_classes: int,
                  embed_dim: int) -> None:
@@ -75,6 +94,8 @@ class LwF(nn.Module):
     """Trainable for the new task: ``ce`` on the new head (softmax over the new classes, as with
     LwF's separate task head) + ``lwf`` = weight·T²·KL(old model ‖ old head) on every batch."""
 
+    lut: Tensor
+
     def __init__(self, model: ExpandedModel, old: FrozenTeacher, T: float = 2.0, weight: float = 1.0) -> None:
         super().__init__()
         self.student = model
@@ -83,6 +104,9 @@ class LwF(nn.Module):
         lut = torch.full((model.num_classes,), -100, dtype=torch.long)
         lut[model.new_idx] = torch.arange(len(model.new_idx))
         self.register_buffer("lut", lut)
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        pass
 
     def prepare(self, batch: Batch, info: DataInfo) -> None:
         if batch.targets is not None and bool((self.lut[batch.targets] < 0).any()):
@@ -99,7 +123,8 @@ class LwF(nn.Module):
         return s, terms
 
 
-def task_accuracies(model: nn.Module, data: DataSplits, old_classes: Sequence[int], new_classes: Sequence[int]) -> dict[str, float]:
+def task_accuracies(model: nn.Module, data: DataSplits, old_classes: Sequence[int],
+                    new_classes: Sequence[int]) -> dict[str, float]:
     """Test accuracy on old-class and new-class samples, task-aware and class-incremental."""
     y = data.test.y
     assert y is not None
@@ -119,56 +144,53 @@ def task_accuracies(model: nn.Module, data: DataSplits, old_classes: Sequence[in
     return out
 
 
-def lifelong(model: str | nn.Module, data: str | DataSplits, old_classes: Sequence[int],
-             new_classes: Sequence[int] | None = None, *, epochs: int = 10, old_epochs: int | None = None,
-             T: float = 2.0, weight: float = 1.0, baseline: bool = False, seed: int = 0, out: str | None = None,
-             progress: bool = False, **train_options: Any) -> Result:
+@register_scheme("lifelong", LifelongOptions)
+def lifelong(ctx: SchemeContext, opts: LifelongOptions) -> Result:
     """Learn ``new_classes`` (default: all the others) on top of a model of ``old_classes``.
 
-    model: a model name (trained here on the old classes for ``old_epochs``), or a trained module
-    whose output j is class ``old_classes[j]``. The new task trains on new-class data only, for
-    ``epochs``, keeping the last epoch (no old-class labels are used to pick it).
-    ``baseline=True`` also fine-tunes without the distillation term.
+    The old model is ``opts.model`` trained here on the old classes (stage ``old/``) or a checkpoint
+    whose output j is class ``old_classes[j]``. The new task trains on new-class data only, keeping
+    the last epoch (no old-class labels are used to pick it); the LwF student is the scheme's run,
+    plain fine-tuning (``baseline``) the stage ``finetune/``. Both start from the same new head. The
+    summary's test metrics are over the full test set (every class).
 
     ``Result.extra``: ``before`` (the old model on old classes), ``lwf`` and, when asked,
     ``finetune``: each a dict of ``old_acc``, ``new_acc`` (class-incremental),
-    ``old_acc_task_aware``, ``new_acc_task_aware`` and ``all_acc``.
-
-        r = lifelong("cnn_small", "fashion-mnist", old_classes=range(5), baseline=True)
+    ``old_acc_task_aware``, ``new_acc_task_aware`` and ``all_acc``; ``old_classes``, ``new_classes``.
     """
-    d = get_data(data, seed=seed)
-    old_c = check_classes(list(old_classes), d.num_classes, "old_classes")
-    new_c = [c for c in range(d.num_classes) if c not in old_c] if new_classes is None else \
-        check_classes(list(new_classes), d.num_classes, "new_classes")
+    d = ctx.data
+    old_c = check_classes(opts.old_classes, d.num_classes, "old_classes")
+    new_c = [c for c in range(d.num_classes) if c not in old_c] if opts.new_classes is None else \
+        check_classes(opts.new_classes, d.num_classes, "new_classes")
     if set(old_c) & set(new_c):
         raise ConfigError(f"old and new classes overlap: {sorted(set(old_c) & set(new_c))}")
     if not new_c:
         raise ConfigError("no new classes to learn")
     old_data, new_data = restrict(d, old_c, remap=True), restrict(d, new_c, remap=False)
-    if is_model_name(model):
-        old = train(model, old_data, epochs=old_epochs or epochs, seed=seed, out=sub_dir(out, "old"),
-                    progress=progress, **train_options).student
-    elif isinstance(model, nn.Module):
-        old = model
+    if is_model_name(opts.model):
+        old = ctx.train(opts.model, "old", data=old_data, epochs=opts.old_epochs or ctx.schedule.epochs).student
     else:
-        raise ConfigError("lifelong needs a model name or a trained module for the old classes")
+        old = load_model(opts.model)[0].eval()
     before = task_accuracies(_OldOnly(old, old_c, d.num_classes), d, old_c, [])
     sample = d.train.gather(torch.arange(min(8, len(d.train))))
-    sched = schedule(epochs, train_options)
     teacher = FrozenTeacher(copy.deepcopy(old))
+    task = replace(new_data, test=d.test)  # new-class data to train on; every class to test on
 
-    def run(w: float, name: str) -> Result:
-        trainable = LwF(expand(old, old_c, new_c, d.num_classes, sample), teacher, T=T, weight=w)
-        return finish(trainable, new_data, sched, seed=seed, progress=progress, out=sub_dir(out, name),
-                      use_best=False, command="lifelong")
+    def learner(weight: float) -> LwF:
+        torch.manual_seed(ctx.seed)  # the new head's initialisation: the same with and without distillation
+        return LwF(expand(old, old_c, new_c, d.num_classes, sample), teacher, T=opts.T, weight=weight)
 
-    r = run(weight, "lwf")
-    r.test = _full_test(r.student, d)
-    r.extra.update(before=before, lwf=task_accuracies(r.student, d, old_c, new_c), old_classes=old_c, new_classes=new_c)
-    if baseline:
-        rb = run(0.0, "finetune")
-        r.extra["finetune"] = task_accuracies(rb.student, d, old_c, new_c)
-    return r
+    finetune = None
+    if opts.baseline:
+        finetune = task_accuracies(ctx.run(learner(0.0), "finetune", data=task, use_best=False).student, d, old_c,
+                                   new_c)
+    trainable = learner(opts.weight)
+
+    def extra() -> dict[str, Any]:
+        return {"before": before, "lwf": task_accuracies(trainable.student, d, old_c, new_c),
+                **({} if finetune is None else {"finetune": finetune}), "old_classes": old_c, "new_classes": new_c}
+
+    return ctx.run(trainable, data=task, use_best=False, extra=extra)
 
 
 class _OldOnly(nn.Module):
@@ -182,8 +204,3 @@ class _OldOnly(nn.Module):
         z[:, self.idx] = o
         return z
 
-
-def _full_test(model: nn.Module, d: DataSplits) -> dict[str, float]:
-    from kdlab.api import evaluate
-
-    return evaluate(model, d)

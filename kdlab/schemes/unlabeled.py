@@ -8,24 +8,47 @@ Only the labeled fraction's labels are used anywhere: the validation split used 
 epoch is the same fraction of the validation data (at least one sample per class). Models trained
 on the labeled part alone (the teacher and the baseline) get as many optimisation steps as the
 student, i.e. proportionally more epochs.
+
+Run directory: the student at the top level; a teacher trained here in ``teacher/``, the
+labeled-only baseline (when asked) in ``baseline/``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
-from torch import nn
+from pydantic import Field
 
-from kdlab.api import Result, get_data
-from kdlab.core import Batch, Teacher
+from kdlab.core import Batch
 from kdlab.data import DataSplits, Loader, Split
 from kdlab.engine.distiller import Distiller
-from kdlab.errors import ConfigError
-from kdlab.methods import create_method
-from kdlab.schemes._common import (as_teacher, finish, is_model_name, logit_method, make_model, schedule,
-                                   stratified_indices, sub_dir, teacher_acc)
+from kdlab.engine.run import Result
+from kdlab.schemes._common import (
+    SchemeContext,
+    create_methods,
+    is_model_name,
+    model_name,
+    objective,
+    register_scheme,
+    stratified_indices,
+    teacher_acc,
+)
+from kdlab.spec import Spec
+
+
+class UnlabeledOptions(Spec):
+    """``scheme:`` options of ``kdlab unlabeled``."""
+
+    teacher: str = "cnn_small"  # a model name (trained here on the labeled part, stage teacher/) or a checkpoint
+    student: str = "cnn_tiny"  # model name
+    labeled: float = Field(0.05, gt=0, le=1)  # labeled fraction of the training (and validation) split
+    method: str | list[str | dict[str, Any]] = "kd"  # the distillation method spec (kd, dkd, ...)
+    alpha: float | None = 0.9  # weight of the distillation term; CE gets 1 − alpha (null: the method's default)
+    T: float | None = 4.0  # temperature of the distillation term (null: the method's default)
+    labeled_epochs: int | None = Field(None, ge=1)  # epochs on the labeled part alone (default: step-matched)
+    baseline: bool = True  # also train the student on the labeled part alone (stage baseline/)
 
 
 class MixedLoader:
@@ -71,48 +94,43 @@ def split_labeled(data: DataSplits, fraction: float, seed: int) -> tuple[DataSpl
     return labeled, pool
 
 
-def unlabeled(teacher: str | nn.Module | Teacher, student: str | nn.Module, data: str | DataSplits, *,
-              labeled: float = 0.05, method: str = "kd", alpha: float = 0.9, T: float = 4.0, epochs: int = 10,
-              labeled_epochs: int | None = None, baseline: bool = False, seed: int = 0, out: str | None = None,
-              progress: bool = False, **train_options: Any) -> Result:
+def labeled_epochs(epochs: int, mixed_steps: int, labeled_steps: int) -> int:
+    """Epochs over the labeled part alone that give at least the student's number of steps."""
+    return max(epochs, math.ceil(epochs * mixed_steps / labeled_steps))
+
+
+@register_scheme("unlabeled", UnlabeledOptions)
+def unlabeled(ctx: SchemeContext, opts: UnlabeledOptions) -> Result:
     """Distill on a ``labeled`` fraction plus the unlabeled rest of the training set.
 
-    teacher: a model name (trained here on the labeled part), or a trained module / checkpoint /
-    Teacher. ``labeled_epochs`` (default: step-matched to the student) is the number of epochs
-    for models trained on the labeled part alone. ``baseline=True`` also trains ``student`` on
-    the labeled part alone.
-
-    ``Result.extra``: ``labeled`` (count), ``pool`` (count), ``teacher_acc``, ``baseline_acc``.
-
-        r = unlabeled("cnn_small", "cnn_tiny", "fashion-mnist", labeled=0.01, baseline=True)
+    ``Result.extra``: ``labeled`` (count), ``pool`` (count), ``fraction``, ``teacher``,
+    ``teacher_acc``, ``labeled_epochs`` and, when asked, ``baseline_acc``.
     """
-    d = get_data(data, seed=seed)
-    lab, pool = split_labeled(d, labeled, seed)
-    sched = schedule(epochs, train_options)
-    loader = MixedLoader(lab.train, pool, sched.batch_size, seed=seed, augment=d.augment)
+    d, sched = ctx.data, ctx.schedule
+    methods = objective(opts.method, opts.alpha, opts.T)  # a bad objective fails before any training
+    lab, pool = split_labeled(d, opts.labeled, ctx.seed)
+    loader = MixedLoader(lab.train, pool, sched.batch_size, seed=ctx.seed, augment=d.augment)
     lab_steps = len(Loader(lab.train, sched.batch_size, drop_last=len(lab.train) > sched.batch_size))
-    lep = labeled_epochs or max(epochs, math.ceil(epochs * len(loader) / lab_steps))
-    lab_sched = schedule(lep, train_options)
+    lep = opts.labeled_epochs or labeled_epochs(sched.epochs, len(loader), lab_steps)
 
-    def plain(model: str | nn.Module, sd: int, name: str) -> Result:
-        return finish(Distiller(make_model(model, lab, sd), None, [create_method("ce")]), lab, lab_sched, seed=sd,
-                      progress=progress, out=sub_dir(out, name), command="train")
-
-    if is_model_name(teacher):
-        rt = plain(teacher, seed, "teacher")  # type: ignore[arg-type]
-        t: Any = rt.student
-        t_acc = rt.test["acc"]
+    if is_model_name(opts.teacher):
+        rt = ctx.train(opts.teacher, "teacher", data=lab, epochs=lep)
+        teacher = ctx.teacher(rt.student)
+        t_acc: float | None = rt.test["acc"]
     else:
-        t = as_teacher(teacher, d)
-        t_acc = teacher_acc(t, d)
-    both = replace(lab, train=replace(d.train, y=None))  # only for DataInfo (num_train) in prepare
-    methods = [create_method("ce", weight=1 - alpha), logit_method(method, alpha, T)]
-    trainable = Distiller(make_model(student, d, seed), as_teacher(t, d), methods)
-    r = finish(trainable, both, sched, seed=seed, progress=progress, out=sub_dir(out, "student"), loader=loader,
-               command="unlabeled")
-    r.extra.update(labeled=len(lab.train), pool=len(pool), fraction=labeled, teacher_acc=t_acc, labeled_epochs=lep)
-    if baseline:
-        if not isinstance(student, str):
-            raise ConfigError("baseline=True needs the student as a model name (a fresh copy is trained)")
-        r.extra["baseline_acc"] = plain(student, seed, "baseline").test["acc"]
-    return r
+        teacher = ctx.teacher(opts.teacher)
+        t_acc = teacher_acc(teacher, d)
+    baseline = ctx.train(opts.student, "baseline", data=lab, epochs=lep).test["acc"] if opts.baseline else None
+
+    # the student's data: the labeled validation split picks its best epoch; the full training
+    # split (labels hidden) only describes the data (DataInfo) to the methods
+    both = replace(lab, train=replace(d.train, y=None))
+    trainable = Distiller(ctx.model(opts.student), teacher, create_methods(methods))
+
+    def extra() -> dict[str, Any]:
+        return {"labeled": len(lab.train), "pool": len(pool), "fraction": opts.labeled,
+                "teacher": model_name(opts.teacher), "teacher_acc": t_acc, "labeled_epochs": lep,
+                **({} if baseline is None else {"baseline_acc": baseline})}
+
+    # MixedLoader has the loop's loader interface (set_epoch, len, iter)
+    return ctx.run(trainable, data=both, loader=cast(Loader, loader), extra=extra, report_teacher=teacher)

@@ -22,7 +22,7 @@ def test_help_has_examples(cmd):
 
 def test_lifelong_json(tmp_path):
     r = runner.invoke(app, ["lifelong", "--model", "mlp_tiny", "--old", "0-4", "--data", "digits", "--epochs", "1",
-                            "--batch-size", "64", "--quiet", "--json"])
+                            "--batch-size", "64", "--quiet", "--json", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert set(res["extra"]) >= {"lwf", "finetune", "before"} and 0 <= res["test"]["acc"] <= 1

@@ -1,6 +1,14 @@
-import torch
+import json
 
-from kdlab.schemes.unlabeled import MixedLoader, split_labeled, unlabeled
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from kdlab.api import scheme
+from kdlab.cli.main import _register, app
+from kdlab.errors import ConfigError
+from kdlab.schemes.unlabeled import MixedLoader, split_labeled
 
 from .conftest import FAST
 
@@ -36,9 +44,48 @@ def test_mixed_loader_unlabeled_batches_carry_no_targets(digits):
     assert kinds != sorted(kinds)  # interleaved, not all labeled first
 
 
-def test_unlabeled_run(digits):
-    r = unlabeled("mlp_tiny", "mlp_tiny", digits, labeled=0.1, epochs=2, baseline=True, **FAST)
+def test_unlabeled_run_keeps_teacher_and_baseline_as_stages(digits, tmp_path):
+    out = tmp_path / "unl"
+    r = scheme("unlabeled", digits, epochs=2, out=str(out), train=FAST, teacher="mlp_tiny", student="mlp_tiny",
+               labeled=0.1, baseline=True)
     e = r.extra
     assert e["labeled"] + e["pool"] == len(digits.train)
     assert e["labeled_epochs"] > 2  # step-matched: more epochs over the small labeled part
     assert 0 < e["teacher_acc"] <= 1 and 0 < e["baseline_acc"] <= 1 and r.test["acc"] > 0.2
+    assert "train_kd" in r.history[-1]
+    for d in (out, out / "teacher", out / "baseline"):
+        assert {"config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors", "state.pt",
+                "summary.json"} <= {p.name for p in d.iterdir()}, d
+    teacher = json.loads((out / "teacher" / "summary.json").read_text())
+    assert teacher["epochs"] == e["labeled_epochs"] and teacher["test"]["acc"] == e["teacher_acc"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extra"]["baseline_acc"] == e["baseline_acc"] and summary["test"] == r.test
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["scheme"] == {"name": "unlabeled", "teacher": "mlp_tiny", "student": "mlp_tiny", "labeled": 0.1,
+                             "method": "kd", "alpha": 0.9, "T": 4.0, "labeled_epochs": None, "baseline": True}
+
+
+def test_yaml_config_with_overrides_and_unknown_scheme_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _register()
+    runner = CliRunner()
+    cfg = {"data": {"name": "digits"}, "train": {"epochs": 1, "batch_size": 64}, "report": False,
+           "scheme": {"name": "unlabeled", "teacher": "mlp_tiny", "student": "mlp_tiny", "labeled_epochs": 1}}
+    (tmp_path / "u.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["unlabeled", "u.yaml", "scheme.labeled=0.2", "--no-baseline", "--quiet", "--json",
+                            "--out", "run"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["extra"]["fraction"] == 0.2 and "baseline_acc" not in res["extra"]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["scheme"]
+    assert saved["labeled"] == 0.2 and saved["baseline"] is False and saved["labeled_epochs"] == 1
+    assert not (tmp_path / "run" / "baseline").exists()
+    r = runner.invoke(app, ["unlabeled", "u.yaml", "scheme.labelled=0.2", "--out", "bad"])
+    assert isinstance(r.exception, ConfigError)
+    msg = str(r.exception)
+    assert "scheme.labelled" in msg and "scheme.labeled" in msg and "\n" not in msg
+
+
+def test_bad_labeled_fraction_is_refused_before_training(digits):
+    with pytest.raises(ConfigError, match="scheme.labeled"):
+        scheme("unlabeled", digits, epochs=1, labeled=0)

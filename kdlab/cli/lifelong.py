@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from kdlab.cli.common import EXTRA, pct, run_scheme_command
+from kdlab.cli.common import SCHEME_HELP as H
+from kdlab.cli.main import app
+from kdlab.errors import ConfigError
+
+
+def class_list(spec: str | None, what: str) -> list[int] | None:
+    """``0-4`` or ``0,2,4`` or ``0-2,7`` → class ids (None stays None)."""
+    if spec is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"bad class list {what} {spec!r}: use e.g. 0-4 or 0,2,4") from None
+    return out
+
+
+@app.command("lifelong", context_settings=EXTRA)
+def lifelong_cmd(ctx: typer.Context,
+                 config: Optional[str] = typer.Argument(None, help=H["config"]),
+                 model: Optional[str] = typer.Option(None, help="the old model: model name (trained here on the old "
+                                                     "classes) or checkpoint (default cnn_small)"),
+                 old: Optional[str] = typer.Option(None, help="classes the old model knows (default 0-4)"),
+                 new: Optional[str] = typer.Option(None, help="classes to learn (default: all the others)"),
+                 old_epochs: Optional[int] = typer.Option(None, help="epochs for the old model (default --epochs)"),
+                 T: Optional[float] = typer.Option(None, "--T", help="temperature of the LwF term (default 2)"),
+                 weight: Optional[float] = typer.Option(None, help="distillation weight λ_o (default 1)"),
+                 baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
+                                                         help="also fine-tune without distillation (default on)"),
+                 data: Optional[str] = typer.Option(None, help=H["data"]),
+                 subset: Optional[int] = typer.Option(None, help=H["subset"]),
+                 epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
+                 seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
+                 batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
+                 out: Optional[str] = typer.Option(None, help=H["out"]),
+                 resume: bool = typer.Option(False, help=H["resume"]),
+                 quiet: bool = typer.Option(False, help=H["quiet"]),
+                 as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+    """Learning without Forgetting: learn new classes from new data only while distilling the old
+    model's answers; reports old- and new-class accuracy with and without distillation.
+
+    Examples:
+
+      kdlab lifelong --old 0-4 --data digits --epochs 5
+
+      kdlab lifelong --model cnn_small --old 0-4 --new 5-9 --data fashion-mnist --subset 10000
+
+      kdlab lifelong lwf.yaml scheme.weight=2 --resume --out runs/lwf
+    """
+    def lines(r: Any) -> list[str]:
+        out = [f"old model on old classes: {pct(r.extra['before'].get('old_acc'))}"]
+        for name in ("lwf", "finetune"):
+            if name in r.extra:
+                a = r.extra[name]
+                out.append(f"{name:<8} old {pct(a.get('old_acc'))} (task-aware {pct(a.get('old_acc_task_aware'))})  "
+                           f"new {pct(a.get('new_acc'))} (task-aware {pct(a.get('new_acc_task_aware'))})  "
+                           f"all {pct(a.get('all_acc'))}")
+        return out
+
+    run_scheme_command(
+        "lifelong", config, ctx.args,
+        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
+               "train.batch_size": batch_size, "out": out},
+        scheme={"model": model, "old_classes": class_list(old, "--old"), "new_classes": class_list(new, "--new"),
+                "old_epochs": old_epochs, "T": T, "weight": weight, "baseline": baseline},
+        resume=resume, quiet=quiet, as_json=as_json, lines=lines)
