@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from paired import clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 from torch import nn
 
 from kdlab.data import DataSplits, Loader, Split, load_data
@@ -42,7 +43,6 @@ from kdlab.models import create_model
 from kdlab.teachers import FrozenTeacher
 from kdlab.teachers.cache_build import build_cache
 from kdlab.teachers.cached import CachedTeacher, cache_loader
-from paired import clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 
 med = statistics.median
 
@@ -200,7 +200,8 @@ def part_c(args, work: Path) -> dict[str, Any]:
         runs = {
             "kdlab_ce": lambda: one_epoch(fresh(), None, [create_method("ce")], data, bs),
             "hand_ce": lambda: hand_loop(fresh(), X, Y, bs),
-            "kdlab_kd_cache": lambda: one_epoch(fresh(), ct, kd_methods(), data, bs, cache_loader(data, ct, bs, seed=0)),
+            "kdlab_kd_cache": lambda: one_epoch(fresh(), ct, kd_methods(), data, bs,
+                                                cache_loader(data, ct, bs, seed=0)),
             "hand_kd_cache": lambda: hand_loop(fresh(), X, Y, bs, TL),
         }
         for f in runs.values():
@@ -219,8 +220,8 @@ def part_c(args, work: Path) -> dict[str, Any]:
                         "kdlab_over_hand_ce": r("kdlab_ce", "hand_ce"),
                         "kdlab_over_hand_kd_cache": r("kdlab_kd_cache", "hand_kd_cache"),
                         "extra_ms_per_step_ce": round(1000 * (med(tt["kdlab_ce"]) - med(tt["hand_ce"])) / steps, 3),
-                        "extra_ms_per_step_kd_cache": round(1000 * (med(tt["kdlab_kd_cache"]) - med(tt["hand_kd_cache"]))
-                                                            / steps, 3)}
+                        "extra_ms_per_step_kd_cache": round(1000 * (med(tt["kdlab_kd_cache"])
+                                                                    - med(tt["hand_kd_cache"])) / steps, 3)}
         out[name] = res
         print(f"  c {name}: " + json.dumps({c: {k: v for k, v in res[c].items() if k != 'median_seconds'}
                                             for c in ("wall", "cpu")}), flush=True)
@@ -379,7 +380,8 @@ def fm_teacher(args, work: Path, data: DataSplits) -> nn.Module:
             seed=0, progress=False)
     model.load_state_dict(r.best_state)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(f))
-    print(f"  teacher cnn_medium trained in {time.perf_counter() - t0:.0f}s, best val {r.best['val_acc']:.4f}", flush=True)
+    print(f"  teacher cnn_medium trained in {time.perf_counter() - t0:.0f}s, best val {r.best['val_acc']:.4f}",
+          flush=True)
     return model.eval()
 
 
@@ -418,7 +420,8 @@ def part_f(args, work: Path) -> dict[str, Any]:
         accs.append(test_acc(s, data))
     rows["ce_only"] = {"test_acc": accs, "mean": round(float(np.mean(accs)), 4)}
     rows["setup"] = {"train_samples": len(data.train), "test_samples": len(data.test), "student": "cnn_tiny",
-                     "teacher": "cnn_medium", "epochs": args.student_epochs, "seeds": args.seeds, "method": "0.1 CE + 0.9 KD (T=4)"}
+                     "teacher": "cnn_medium", "epochs": args.student_epochs, "seeds": args.seeds,
+                     "method": "0.1 CE + 0.9 KD (T=4)"}
     return rows
 
 

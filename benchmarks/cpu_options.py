@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from paired import Arm, clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -47,7 +48,6 @@ from kdlab.teachers import FrozenTeacher
 from kdlab.teachers.accelerate import accelerate_live, accelerated
 from kdlab.teachers.cache_build import build_cache
 from kdlab.teachers.cached import CachedTeacher
-from paired import Arm, clock, run_interleaved  # benchmarks/paired.py (the script's own folder is on sys.path)
 
 med = statistics.median
 
@@ -57,7 +57,8 @@ def interleave(arms: dict[str, Arm], repeats: int, tag: str) -> dict[str, Any]:
     t = run_interleaved(arms, repeats, tag)
     base = next(iter(arms))
     return {c: {"median_s": {k: round(med(v), 4) for k, v in d.items()},
-                "speedup_vs_" + base: {k: round(med([d[base][i] / v[i] for i in range(repeats)]), 3) for k, v in d.items()},
+                "speedup_vs_" + base: {k: round(med([d[base][i] / v[i] for i in range(repeats)]), 3)
+                                       for k, v in d.items()},
                 "raw": {k: [round(x, 4) for x in v] for k, v in d.items()}} for c, d in t.items()}
 
 
@@ -253,7 +254,8 @@ def _step_precision() -> dict[str, dict[str, float]]:
         ref_loss, ref_g = grads["float64"]
         res[name] = {f"{mode} {what}": float(f"{err:.2e}") for mode in ("contiguous", "channels_last")
                      for what, err in (("loss", abs(grads[mode][0] - ref_loss) / abs(ref_loss)),
-                                       ("first conv grad", float((grads[mode][1] - ref_g).abs().max() / ref_g.abs().max())))}
+                                       ("first conv grad",
+                                        float((grads[mode][1] - ref_g).abs().max() / ref_g.abs().max())))}
     return res
 
 
@@ -280,13 +282,14 @@ def part_l(args, work: Path) -> dict[str, Any]:
         opt = torch.optim.SGD(d.parameters(), lr=0.01, momentum=0.9)
         arms[k] = (lambda d=d, o=opt: clock(lambda: [train_step(d, b, o) for b in batches]))
     fwd = {"eager teacher forward alone": (lambda: clock(lambda: [eager(b) for b in batches])),
-           "onnx teacher forward alone": (lambda t=teachers["onnx teacher (auto)"]: clock(lambda: [t(b) for b in batches]))}
+           "onnx teacher forward alone": (lambda t=teachers["onnx teacher (auto)"]:
+                                          clock(lambda: [t(b) for b in batches]))}
     arms.update(fwd)
     for f in arms.values():
         f()
     out = interleave(arms, args.repeats, "l")
-    out["setup"] = {"teacher": args.teacher, "student": args.students[0], "steps_per_repeat": len(batches), "batch": 128,
-                    "repeats": args.repeats, "loss": "0.1 CE + 0.9 KD(T=4)"}
+    out["setup"] = {"teacher": args.teacher, "student": args.students[0], "steps_per_repeat": len(batches),
+                    "batch": 128, "repeats": args.repeats, "loss": "0.1 CE + 0.9 KD(T=4)"}
     return out
 
 
@@ -364,7 +367,8 @@ def part_p(args, work: Path) -> dict[str, Any]:
                 p = subprocess.run([sys.executable, __file__, "--p-child", args.p_student, str(n), str(args.p_steps)],
                                    capture_output=True, text=True, env=env, check=True)
                 res[k].append(json.loads(p.stdout.strip().splitlines()[-1])["median_step_s"])
-            print(f"  p [{load}] rep {rep}: " + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in res.items()), flush=True)
+            print(f"  p [{load}] rep {rep}: " + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in res.items()),
+                  flush=True)
         if hog is not None:
             hog.kill()
             hog.wait()
@@ -413,7 +417,8 @@ def main() -> None:
     for part in args.parts:
         print(f"part {part}", flush=True)
         t0 = time.perf_counter()
-        results[part] = {**{"t": part_t, "i": part_i, "c": part_c, "a": part_a, "l": part_l, "d": part_d, "p": part_p}[part](args, work),
+        results[part] = {**{"t": part_t, "i": part_i, "c": part_c, "a": part_a, "l": part_l, "d": part_d,
+                            "p": part_p}[part](args, work),
                          "part_wall_s": None}
         results[part]["part_wall_s"] = round(time.perf_counter() - t0, 1)
         results[part]["loadavg"] = os.getloadavg()

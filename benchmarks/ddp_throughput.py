@@ -1,7 +1,7 @@
 """Training throughput of `kdlab distill` in one process against two data-parallel processes
 (torchrun, gloo) on this machine's CPU cores.
 
-    .venv/bin/python benchmarks/ddp_throughput.py                      # Fashion-MNIST subset, KD cnn_medium -> cnn_small
+    .venv/bin/python benchmarks/ddp_throughput.py                   # Fashion-MNIST subset, KD cnn_medium -> cnn_small
     .venv/bin/python benchmarks/ddp_throughput.py --subset 4000 --epochs 2 --repeats 1
 
 Every configuration trains the same student with the same global batch for the same epochs. The
@@ -93,8 +93,8 @@ def main() -> None:
     print("\n| configuration | samples/s | vs 1x1 | epoch (s) | wall incl. start-up (s) | final val acc |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in summary:
-        print(f"| {s['config']} | {s['samples_per_s']:,.0f} | {s['samples_per_s'] / base:.2f}x | {s['epoch_seconds']:.2f} "
-              f"| {s['wall_seconds']:.1f} | {s['val_acc']:.4f} |")
+        print(f"| {s['config']} | {s['samples_per_s']:,.0f} | {s['samples_per_s'] / base:.2f}x "
+              f"| {s['epoch_seconds']:.2f} | {s['wall_seconds']:.1f} | {s['val_acc']:.4f} |")
     print(f"\nload average after the runs: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

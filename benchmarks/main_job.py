@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 import kdlab
-from kdlab.models.load import model_for_data
 from kdlab.cli.demo import ASSET
 from kdlab.data import load_data
 from kdlab.evaluate.cost import count_params
+from kdlab.models.load import model_for_data
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
         t0 = time.perf_counter()
         alone = kdlab.train(a.student, data, epochs=a.epochs, seed=seed)
         t1 = time.perf_counter()
-        kd = kdlab.distill(a.teacher, a.student, data, method=a.method, T=a.T, alpha=a.alpha, epochs=a.epochs, seed=seed,
-                           cache=f"{a.cache_dir}/s{seed}")
+        kd = kdlab.distill(a.teacher, a.student, data, method=a.method, T=a.T, alpha=a.alpha, epochs=a.epochs,
+                           seed=seed, cache=f"{a.cache_dir}/s{seed}")
         t2 = time.perf_counter()
         t_acc = kdlab.evaluate(a.teacher, data)["acc"]
         rows.append({"seed": seed, "teacher": t_acc, "alone": alone.test["acc"], "kd": kd.test["acc"],
@@ -67,13 +67,16 @@ def main() -> None:
         f"Teacher: `{Path(a.teacher).name}` ({t_params:,} params, `make teacher` reproduces it). "
         f"Student: `{a.student}` ({s_params:,} params, {t_params / s_params:.1f}× fewer). "
         f"Both students: {a.epochs} epochs, SGD lr 0.05 momentum 0.9 nesterov, wd 5e-4, cosine, batch 128; "
-        f"test metrics of the best-on-validation epoch. Machine: {platform.machine()}, {torch.get_num_threads()} threads.",
+        f"test metrics of the best-on-validation epoch. Machine: {platform.machine()}, "
+        f"{torch.get_num_threads()} threads.",
         "",
         "| model | top-1 % (mean ± std) | macro-F1 % | train time s (median) |",
         "|---|---|---|---|",
         f"| teacher | {ms('teacher')} | | |",
-        f"| {a.student} alone | {ms('alone')} | {ms('alone_f1')} | {statistics.median(r['alone_s'] for r in rows):.0f} |",
-        f"| {a.student} + {a.method} (T={a.T}, α={a.alpha}) | {ms('kd')} | {ms('kd_f1')} | {statistics.median(r['kd_s'] for r in rows):.0f} |",
+        f"| {a.student} alone | {ms('alone')} | {ms('alone_f1')} | "
+        f"{statistics.median(r['alone_s'] for r in rows):.0f} |",
+        f"| {a.student} + {a.method} (T={a.T}, α={a.alpha}) | {ms('kd')} | {ms('kd_f1')} | "
+        f"{statistics.median(r['kd_s'] for r in rows):.0f} |",
         "",
         f"Gain of distillation per seed (points): {', '.join(f'{g:+.2f}' for g in gains)}; "
         f"mean {statistics.mean(gains):+.2f}.",

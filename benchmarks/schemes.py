@@ -79,7 +79,8 @@ class Bench:
     def base(self) -> list[dict[str, Any]]:
         rows = []
         for name, seed in (("cnn_tiny", 0), ("cnn_tiny", 1), ("mlp_tiny", 0), ("cnn_small", 0), ("cnn_medium", 0)):
-            rows.append({"scheme": "labels only", "setting": f"{name}, seed {seed}", "result": _acc(self.ref(name, seed))})
+            rows.append({"scheme": "labels only", "setting": f"{name}, seed {seed}",
+                         "result": _acc(self.ref(name, seed))})
         return rows
 
     def mutual(self) -> list[dict[str, Any]]:
@@ -130,7 +131,8 @@ class Bench:
         return [{"scheme": "teacher assistant", "setting": f"cnn_medium ({100 * ch[0]['test_acc']:.2f}) → cnn_small "
                  f"({100 * ch[1]['test_acc']:.2f}) → {student}", "result": _acc(r.test["acc"]),
                  "reference": _acc(r.extra["direct_acc"]), "reference_is": f"cnn_medium → {student} directly",
-                 "also": f"{student} alone {100 * self.ref(student):.2f}", "seconds": round(time.perf_counter() - t0, 1)}]
+                 "also": f"{student} alone {100 * self.ref(student):.2f}",
+                 "seconds": round(time.perf_counter() - t0, 1)}]
 
     def assistant(self) -> list[dict[str, Any]]:
         return self._assistant("mlp_tiny")
@@ -155,9 +157,8 @@ class Bench:
 
     def multi(self) -> list[dict[str, Any]]:
         from kdlab.schemes.multi_teacher import multi_teacher
-
-        from kdlab.teachers.frozen import FrozenTeacher
         from kdlab.teachers.from_file import FileTeacher, save_outputs
+        from kdlab.teachers.frozen import FrozenTeacher
 
         live = [self.model("cnn_small"), self.model("cnn_medium")]
         # logit-only runs read the teachers' outputs from files written once (no augmentation on
@@ -186,9 +187,8 @@ class Bench:
         return rows
 
     def amalg(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.amalgamate import amalgamate
-
         from kdlab.schemes._common import restrict
+        from kdlab.schemes.amalgamate import amalgamate
 
         rows = []
         split = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
@@ -226,7 +226,8 @@ class Bench:
 
         r = lifelong("cnn_tiny", self.data, old_classes=range(5), epochs=self.E, baseline=True, seed=0)
         e = r.extra
-        fmt = lambda a: (f"old {100 * a['old_acc_task_aware']:.2f} / new {100 * a['new_acc_task_aware']:.2f} task-aware; "  # noqa: E731
+        fmt = lambda a: (f"old {100 * a['old_acc_task_aware']:.2f} / "  # noqa: E731
+                         f"new {100 * a['new_acc_task_aware']:.2f} task-aware; "
                          f"old {100 * a['old_acc']:.2f} / new {100 * a['new_acc']:.2f} / all {100 * a['all_acc']:.2f} "
                          "class-incremental")
         return [{"scheme": "lifelong (LwF)", "setting": f"cnn_tiny: 0–4 ({100 * e['before']['old_acc']:.2f} before), "
@@ -242,16 +243,19 @@ class Bench:
         teacher = self.model("cnn_small")
         for view in ("lowres:2", "edges"):
             r = cross_modal(teacher, "cnn_tiny", self.data, student_view=view, epochs=self.E, baseline=True, seed=0)
-            rows.append({"scheme": "cross-modal", "setting": f"cnn_small on full images ({100 * r.extra['teacher_acc']:.2f})"
-                         f" → cnn_tiny on {view}", "result": _acc(r.test["acc"]), "reference": _acc(r.extra["baseline_acc"]),
+            rows.append({"scheme": "cross-modal",
+                         "setting": f"cnn_small on full images ({100 * r.extra['teacher_acc']:.2f})"
+                         f" → cnn_tiny on {view}", "result": _acc(r.test["acc"]),
+                         "reference": _acc(r.extra["baseline_acc"]),
                          "reference_is": f"cnn_tiny on {view} from labels", "seconds": round(r.seconds, 1)})
-        from kdlab.teachers.frozen import FrozenTeacher
         from kdlab.teachers.from_file import save_outputs
+        from kdlab.teachers.frozen import FrozenTeacher
 
         path = save_outputs(FrozenTeacher(teacher), self.data.train, RUNS / "cnn_small-train-outputs.npz")
         r = cross_modal(path, "cnn_tiny", self.data, student_view="full", alpha=1.0, epochs=self.E, seed=0)
         rows.append({"scheme": "black-box file teacher", "setting": "cnn_tiny from a .npz of cnn_small logits alone "
-                     "(no labels, no teacher model)", "result": _acc(r.test["acc"]), "reference": _acc(self.ref("cnn_tiny")),
+                     "(no labels, no teacher model)", "result": _acc(r.test["acc"]),
+                     "reference": _acc(self.ref("cnn_tiny")),
                      "reference_is": "cnn_tiny alone (labels)", "seconds": round(r.seconds, 1)})
         return rows
 

@@ -46,7 +46,8 @@ def _data(data: str | DataSplits, split_seed: int) -> DataSplits:
 
 
 def _name(model: str | nn.Module) -> str:
-    return model if isinstance(model, str) else (getattr(model, "kdlab_spec", None) or {}).get("name", type(model).__name__)
+    return (model if isinstance(model, str)
+            else (getattr(model, "kdlab_spec", None) or {}).get("name", type(model).__name__))
 
 
 def _config(data: DataSplits, student: str, methods: list[dict[str, Any]], epochs: int, seed: int, out: str | None,
@@ -144,4 +145,6 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None
         check_teacher_meta(meta, d, str(model))
         if "mean" in meta and len(d.input_shape) == 3:  # evaluate with the checkpoint's own normalisation
             s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+    if s.y is None:
+        raise ConfigError(f"the {split} split of {d.name!r} has no labels to evaluate on")
     return classification_metrics(predict(module, s), s.y, d.num_classes)

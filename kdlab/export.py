@@ -72,7 +72,8 @@ class ExportResult:
         return next(a for a in self.artifacts if a.name == name)
 
     def table(self) -> str:
-        head = f"{'artifact':<22}{'size KB':>10}{'ms @1':>10}{f'ms @{self.batch}':>11}{'top-1':>8}{'max |Δ|':>11}{'agree':>8}{'speed-up':>10}"
+        head = (f"{'artifact':<22}{'size KB':>10}{'ms @1':>10}{f'ms @{self.batch}':>11}"
+                f"{'top-1':>8}{'max |Δ|':>11}{'agree':>8}{'speed-up':>10}")
         lines = [head]
         for a in self.artifacts:
             lines.append(f"{a.name:<22}{a.size_kb:>10.1f}{a.latency_b1_ms:>10.3f}{a.latency_batch_ms:>11.2f}"
@@ -178,14 +179,16 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
             logits = _run_batched(m, x, 256)
             return Artifact(name, str(path) if path else None, size / 1024,
                             _timed(lambda: m(x1), 30), _timed(lambda: m(xb), 10), _accuracy(logits, y),
-                            float((logits - ref).abs().max()), float((logits.argmax(1) == ref.argmax(1)).double().mean()))
+                            float((logits - ref).abs().max()),
+                            float((logits.argmax(1) == ref.argmax(1)).double().mean()))
 
     def ort_row(name: str, path: Path) -> Artifact:
         sess = _ort_session(path, threads)
         run = lambda a: sess.run(["logits"], {"input": a})[0]  # noqa: E731
         logits = torch.from_numpy(np.concatenate([run(x[i:i + 256].numpy()) for i in range(0, len(x), 256)]))
         a1, ab = x1.numpy(), xb.numpy()
-        return Artifact(name, str(path), path.stat().st_size / 1024, _timed(lambda: run(a1), 30), _timed(lambda: run(ab), 10),
+        return Artifact(name, str(path), path.stat().st_size / 1024,
+                        _timed(lambda: run(a1), 30), _timed(lambda: run(ab), 10),
                         _accuracy(logits, y), float((logits - ref).abs().max()),
                         float((logits.argmax(1) == ref.argmax(1)).double().mean()))
 
@@ -193,11 +196,13 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
     files: dict[str, str] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer chatter
-        rows.append(torch_row("pytorch (eager)", net, Path(str(checkpoint).removesuffix(".safetensors") + ".safetensors"),
+        rows.append(torch_row("pytorch (eager)", net,
+                              Path(str(checkpoint).removesuffix(".safetensors") + ".safetensors"),
                               size_on_disk_bytes(model)))
         onnx_path = out / "model.onnx"
         torch.onnx.export(net, (x[:2],), str(onnx_path), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False)
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
         import onnx
 
         onnx.checker.check_model(str(onnx_path))
@@ -235,7 +240,8 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
                 t_logits = _run_batched(t_net, tx, 256)
                 t1, tb = tx[:1], tx[:batch] if len(tx) >= batch else xb
                 rows.insert(0, Artifact("teacher (eager)", str(teacher), size_on_disk_bytes(t_model) / 1024,
-                                        _timed(lambda: t_net(t1), 30), _timed(lambda: t_net(tb), 10), _accuracy(t_logits, ty)))
+                                        _timed(lambda: t_net(t1), 30), _timed(lambda: t_net(tb), 10),
+                                        _accuracy(t_logits, ty)))
     if teacher is not None:
         ref_ms = rows[0].latency_b1_ms
         for r in rows:

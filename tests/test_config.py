@@ -6,7 +6,8 @@ from kdlab.errors import ConfigError
 
 def test_defaults_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("data: {name: digits}\ntrain: {epochs: 3}\nmethods:\n  - {name: ce, weight: 0.1}\n  - {name: kd, T: 4}\n")
+    f.write_text("data: {name: digits}\ntrain: {epochs: 3}\nmethods:\n"
+                 "  - {name: ce, weight: 0.1}\n  - {name: kd, T: 4}\n")
     cfg = load_config(f, ["train.epochs=5", "methods.1.T=2", "student.name=mlp"])
     assert cfg.train.epochs == 5 and cfg.student.name == "mlp"
     assert cfg.methods[1].model_dump() == {"name": "kd", "T": 2}

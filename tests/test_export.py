@@ -11,7 +11,8 @@ from kdlab.data import load_data
 
 
 def _train(out, model, epochs):
-    cfg = load_config(base={"data": {"name": "digits"}, "student": {"name": model}, "train": {"epochs": epochs, "batch_size": 64},
+    cfg = load_config(base={"data": {"name": "digits"}, "student": {"name": model},
+                            "train": {"epochs": epochs, "batch_size": 64},
                             "out": str(out), "report": False})
     return run(cfg, command="train", data=load_data("digits"), progress=False)
 

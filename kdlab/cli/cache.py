@@ -1,4 +1,5 @@
-"""``kdlab cache build`` / ``kdlab cache info``: teacher-output caches (see kdlab.teachers.cache_build and kdlab.teachers.cached)."""
+"""``kdlab cache build`` / ``kdlab cache info``: teacher-output caches (see kdlab.teachers.cache_build and
+kdlab.teachers.cached)."""
 from __future__ import annotations
 
 import json
@@ -15,16 +16,20 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("build", context_settings=EXTRA)
 def build(ctx: typer.Context,
-          config: Optional[str] = typer.Argument(None, help="YAML config (optional; its teacher, data and cache_* keys)"),
+          config: Optional[str] = typer.Argument(None,
+                                                 help="YAML config (optional; its teacher, data and cache_* keys)"),
           teacher: Optional[str] = typer.Option(None, help="teacher checkpoint (a run's best/last)"),
           data: Optional[str] = typer.Option(None, help="dataset name"),
-          out: Optional[str] = typer.Option(None, help="cache directory (default: the config's cache, else runs/cache-<data>)"),
+          out: Optional[str] = typer.Option(None, help="cache directory (default: the config's cache, "
+                                                       "else runs/cache-<data>)"),
           views: Optional[int] = typer.Option(None, help="augmented views per sample (required with augmentation)"),
           topk: Optional[int] = typer.Option(None, help="store top-k log-probabilities instead of full logits"),
           dtype: Optional[str] = typer.Option(None, help="float32 (default) or float16"),
-          features: Optional[str] = typer.Option(None, help="teacher features to store too, comma-separated (e.g. pooled)"),
+          features: Optional[str] = typer.Option(None, help="teacher features to store too, "
+                                                            "comma-separated (e.g. pooled)"),
           batch_size: int = typer.Option(512, help="teacher batch size"),
-          accelerate: str = typer.Option("auto", help="teacher pass: auto | eager | onnx | fold_bn (checked against eager)"),
+          accelerate: str = typer.Option("auto", help="teacher pass: auto | eager | onnx | fold_bn "
+                                                      "(checked against eager)"),
           force: bool = typer.Option(False, help="rebuild even if a matching cache exists")) -> None:
     """Run the teacher once over every (sample, view) of the training split and store its outputs.
 
@@ -67,9 +72,10 @@ def build(ctx: typer.Context,
             typer.echo(f"teacher cache {path} is up to date (checksums verified)")
     from kdlab.store import read_manifest
 
-    for k, v in describe(read_manifest(path)):
-        typer.echo(f"{k:18s} {v}")
-    typer.echo(f"use it with: kdlab distill ... cache.dir={path}" + (f" cache.views={nviews}" if d.augment is not None else ""))
+    for key, value in describe(read_manifest(path)):
+        typer.echo(f"{key:18s} {value}")
+    typer.echo(f"use it with: kdlab distill ... cache.dir={path}"
+               + (f" cache.views={nviews}" if d.augment is not None else ""))
 
 
 @cache_app.command("info")
@@ -99,9 +105,11 @@ def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
             ("stored", ("full logits" if m.get("kind") == "logits" else f"top-{m.get('k')} log-probabilities")
              + f", {m.get('dtype')}"),
             ("features", ", ".join(m.get("features") or []) or "-"),
-            ("augmentation", "off" if aug is None else f"crop pad {aug['pad']}, flip {aug['flip']}, seed {m.get('seed')}"),
+            ("augmentation", "off" if aug is None
+             else f"crop pad {aug['pad']}, flip {aug['flip']}, seed {m.get('seed')}"),
             ("teacher sha256", str(m.get("teacher"))),
-            ("teacher transform", "none" if m.get("teacher_transform") is None else f"sha256 {m['teacher_transform'][:16]}…"),
+            ("teacher transform", "none" if m.get("teacher_transform") is None
+             else f"sha256 {m['teacher_transform'][:16]}…"),
             ("built", f"{m.get('created')} in {m.get('build_seconds')}s ({m.get('built_with')})"),
             ("size", f"{size / 2**20:.1f} MiB")]
     rows += [(f"  {n}", f"{a['shape']} {a['dtype']} sha256 {a['sha256'][:16]}…") for n, a in m["arrays"].items()]

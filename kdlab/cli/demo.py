@@ -31,7 +31,7 @@ def demo(epochs: int = typer.Option(5, help="epochs for each student"),
     if not Path(t_path + ".safetensors").is_file() and not Path(t_path).is_file():
         raise typer.BadParameter(f"teacher {t_path} not found; `make teacher` trains it")
     t_model, t_meta = load_model(t_path)
-    data = load_data("fashion-mnist", split_seed=seed)
+    data = load_data("fashion-mnist")  # the split is fixed (split_seed 0); --seed seeds the training
     typer.echo(f"teacher {t_path}: {sum(p.numel() for p in t_model.parameters()):,} params; "
                f"student {student}; {epochs} epochs each on {len(data.train):,} training images")
     typer.echo("1/2 training the student alone (labels only) …")
@@ -46,11 +46,12 @@ def demo(epochs: int = typer.Option(5, help="epochs for each student"),
 
     import torch
 
-    t_test = replace(data.test, mean=torch.tensor(t_meta["mean"]), std=torch.tensor(t_meta["std"]))  # its own normalisation
+    # its own normalisation
+    t_test = replace(data.test, mean=torch.tensor(t_meta["mean"]), std=torch.tensor(t_meta["std"]))
     rows = compare({"teacher": t_model, "student alone": alone.student, f"student + {method}": kd.student}, data,
                    splits={"teacher": t_test})
     print_table(rows, f"Fashion-MNIST test set ({len(data.test):,} images)")
     save_table(rows, out)
     gain = 100 * (kd.test["acc"] - alone.test["acc"])
-    typer.echo(f"distillation {'gained' if gain >= 0 else 'lost'} {abs(gain):.2f} points of top-1 over the student alone; "
-               f"table saved to {out}/compare.md")
+    typer.echo(f"distillation {'gained' if gain >= 0 else 'lost'} {abs(gain):.2f} points of top-1 "
+               f"over the student alone; table saved to {out}/compare.md")

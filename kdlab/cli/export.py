@@ -30,10 +30,11 @@ def export_(checkpoint: str = typer.Argument(..., help="a kdlab checkpoint (run/
     """
     from kdlab.export import export
 
-    r = export(checkpoint, out, int8=int8, teacher=teacher, data=data, root=root, samples=samples, batch=batch, opset=opset,
-               threads=threads)
+    r = export(checkpoint, out, int8=int8, teacher=teacher, data=data, root=root, samples=samples, batch=batch,
+               opset=opset, threads=threads)
     typer.echo(f"checked on {r.inputs}; CPU latency is the median wall time ({r.manifest['threads']} thread(s))")
     typer.echo(r.table())
     worst = max(a.max_abs_diff or 0.0 for a in r.artifacts if "int8" not in a.name)
     typer.echo(f"max |ONNX/TorchScript − PyTorch| over the logits: {worst:.2e}")
-    typer.echo(f"written to {r.out_dir}: " + ", ".join(f["path"] for f in r.manifest["files"].values()) + ", export.json")
+    typer.echo(f"written to {r.out_dir}: " + ", ".join(f["path"] for f in r.manifest["files"].values())
+               + ", export.json")

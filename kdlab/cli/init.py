@@ -178,10 +178,12 @@ def render(path: str = "kdlab.yaml", data: str = "digits", student: str = "mlp_t
         block = TEACHER.format(checkpoint=_yaml(teacher), pad=_pad(_yaml(teacher), 27))
         methods = [f"  - {_yaml(m)}" for m in expanded_objective(method)]
     else:
-        block = "# " + TEACHER.format(checkpoint=_yaml(teacher), pad=_pad(_yaml(teacher), 27)).rstrip("\n").replace("\n", "\n# ")
+        block = "# " + TEACHER.format(checkpoint=_yaml(teacher),
+                                      pad=_pad(_yaml(teacher), 27)).rstrip("\n").replace("\n", "\n# ")
         methods = ["  - {name: ce}"]
     teacher_dir = str(Path(teacher).parent)
-    return TEMPLATE.format(path=path, data=_yaml(data), data_pad=_pad(_yaml(data), 26), datasets=", ".join(list_datasets()),
+    return TEMPLATE.format(path=path, data=_yaml(data), data_pad=_pad(_yaml(data), 26),
+                           datasets=", ".join(list_datasets()),
                            student=_yaml(student), student_pad=_pad(_yaml(student), 26), teacher_dir=teacher_dir,
                            teacher_block=block, methods_block="\n".join(methods), epochs=epochs, out=_yaml(out),
                            out_pad=_pad(_yaml(out), 29))
@@ -215,10 +217,10 @@ def init(path: str = typer.Argument("kdlab.yaml", help="file to write"),
     import yaml
 
     from kdlab.config import load_config
-    from kdlab.schemes.offline import create_methods
     from kdlab.data import DATASETS
     from kdlab.errors import ConfigError
     from kdlab.models import MODELS
+    from kdlab.schemes.offline import create_methods
 
     p = Path(path)
     if p.exists() and not force:

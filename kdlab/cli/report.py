@@ -8,7 +8,8 @@ from kdlab.cli.main import app
 
 
 @app.command()
-def report(run_dir: str = typer.Argument(..., help="a run directory (holds metrics.jsonl, best.safetensors, config.yaml)"),
+def report(run_dir: str = typer.Argument(..., help="a run directory (holds metrics.jsonl, best.safetensors, "
+                                                   "config.yaml)"),
            baseline: Optional[str] = typer.Option(None, help="run directory of the same student trained alone"),
            teacher: Optional[str] = typer.Option(None, help="teacher: a kdlab checkpoint, .onnx or TorchScript file "
                                                              "(default: the run's config)"),

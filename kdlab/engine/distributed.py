@@ -126,7 +126,8 @@ def is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def wrap(module: nn.Module, device: torch.device | str = "cpu", find_unused_parameters: bool | None = None) -> nn.Module:
+def wrap(module: nn.Module, device: torch.device | str = "cpu",
+         find_unused_parameters: bool | None = None) -> nn.Module:
     """``module`` in DistributedDataParallel (``module`` itself when no process group is active).
 
     find_unused_parameters: default on when the module has trainable parameters outside its
@@ -160,7 +161,7 @@ def broadcast_object(obj: Any, src: int = 0, device: torch.device | str | None =
     if not active():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=device)
+    dist.broadcast_object_list(box, src=src, device=None if device is None else torch.device(device))
     return box[0]
 
 

@@ -8,9 +8,9 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,8 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(params: list[nn.Parameter], s: Schedule) -> torch.optim.Optimizer:
     if s.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0)
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                               nesterov=s.momentum > 0)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     if s.optimizer == "adam":
@@ -69,10 +70,11 @@ def train_step(trainable: Trainable | nn.Module, batch: Batch, optimizer: torch.
     Returns the terms as floats and the student's logits (for running accuracy).
     """
     out, terms = trainable(batch)
-    loss = sum(terms.values())
+    loss = cast(torch.Tensor, sum(terms.values()))
     if not torch.isfinite(loss):
         bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "loss")
-        raise NonFiniteLossError(f"non-finite loss at step {step}: term {bad!r} = {float(terms.get(bad, loss).detach())}")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: "
+                                 f"term {bad!r} = {float(terms.get(bad, loss).detach())}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -103,6 +105,8 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
     run = Path(run_dir) if run_dir is not None else None
     writer = rank == 0 and run is not None
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    if not isinstance(trainable, nn.Module):
+        raise TypeError(f"fit trains an nn.Module, got {type(trainable).__name__}")
     if len(data.val) == 0:
         raise DataError("the validation split is empty (data.val_fraction is 0 or the dataset is too small); "
                         "the best epoch is chosen on it")
@@ -148,8 +152,9 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
             best_state = state.get("best_state")
             seconds_before = float(state.get("seconds", sum(r.get("epoch_seconds", 0.0) for r in history)))
             if writer:
+                assert run is not None
                 _repair_checkpoints(run, trainable, best_state, meta or {}, state["epoch"], best, history)
-    net = trainable
+    net: nn.Module = trainable
     if world_size > 1:
         from kdlab.engine import distributed
 
@@ -192,7 +197,8 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
         rec.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
         if seen:
             rec["train_acc"] = correct / seen
-        rec.update({f"val_{k}": v for k, v in evaluate_model(trainable.student, data.val, schedule.eval_batch_size).items()
+        rec.update({f"val_{k}": v
+                    for k, v in evaluate_model(trainable.student, data.val, schedule.eval_batch_size).items()
                     if k in ("acc", "nll", "ece", "f1")})
         history.append(rec)
         is_best = rec["val_acc"] > best["val_acc"]
@@ -201,6 +207,7 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
             best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)
                           for k, v in trainable.student.state_dict().items()}
         if writer:
+            assert run is not None
             _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state,
                          seconds_before + time.perf_counter() - t0)
         if on_epoch_end is not None:
@@ -220,7 +227,7 @@ def _move(trainable: nn.Module, dev: torch.device) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state(legacy=True)
+    np_state: Any = np.random.get_state(legacy=True)  # the legacy tuple ("MT19937", key, pos, has_gauss, gauss)
     state: dict[str, Any] = {
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
@@ -238,7 +245,7 @@ def _set_rng(state: dict[str, Any]) -> None:
         r = state["numpy_rng"]
         np.random.set_state(("MT19937", r["key"].numpy().astype(np.uint32), r["pos"], r["has_gauss"], r["gauss"]))
     if "python_rng" in state:
-        v = state["python_rng"]
+        v: Any = state["python_rng"]
         random.setstate((v[0], tuple(v[1]), v[2]))
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -264,7 +271,7 @@ def _resume_state(run: Path) -> dict[str, Any] | None:
     return state
 
 
-def _repair_checkpoints(run: Path, trainable: nn.Module, best_state: dict[str, torch.Tensor] | None,
+def _repair_checkpoints(run: Path, trainable: Trainable, best_state: dict[str, torch.Tensor] | None,
                         meta: dict[str, Any], epoch: int, best: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """On resume: a missing or damaged last/best checkpoint is rewritten from the training state."""
     for name in ("last", "best"):
@@ -275,7 +282,8 @@ def _repair_checkpoints(run: Path, trainable: nn.Module, best_state: dict[str, t
             problem = str(e)
         if name == "last":
             rec = history[epoch] if epoch < len(history) else {}
-            ckpt.save_weights(run / "last", trainable.student, {**meta, "epoch": epoch + 1, "val_acc": rec.get("val_acc")})
+            ckpt.save_weights(run / "last", trainable.student,
+                              {**meta, "epoch": epoch + 1, "val_acc": rec.get("val_acc")})
         elif best_state is not None:
             ckpt.save_weights(run / "best", _StateHolder(best_state), {**meta, "epoch": best.get("epoch"),
                                                                        "val_acc": best.get("val_acc")})
@@ -302,10 +310,12 @@ def _bar(loader: Loader, epoch: int, epochs: int, show: bool):
     from tqdm import tqdm
 
     # disable=None: a bar on a terminal, nothing when output goes to a file or a pipe
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, mininterval=0.5,
+                disable=None)
 
 
-def _write_epoch(run: Path, trainable: nn.Module, opt, sched, epoch: int, step: int, best: dict,
+def _write_epoch(run: Path, trainable: Trainable, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler, epoch: int, step: int, best: dict,
                  rec: dict, is_best: bool, meta: dict, history: list[dict[str, Any]],
                  best_state: dict[str, torch.Tensor] | None, seconds: float) -> None:
     run.mkdir(parents=True, exist_ok=True)

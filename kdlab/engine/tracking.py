@@ -55,30 +55,34 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 def _scalars(rec: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in rec.items()
-            if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)}
 
 
 class Tracker:
     """Sends a run's params and metrics to the enabled backends; a no-op when none is."""
 
     def __init__(self, tensorboard_dir: str | Path | None = None, mlflow: str | None = None, experiment: str = "kdlab",
-                 run_name: str = "run", params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> None:
-        self.tb = None
-        self.client = None
+                 run_name: str = "run", params: dict[str, Any] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        self.tb: Any = None  # torch.utils.tensorboard.SummaryWriter, when enabled
+        self.client: Any = None  # mlflow.MlflowClient, when enabled
         self.run_id: str | None = None
         self.finished = False
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ModuleNotFoundError:
-                raise ConfigError("tracking.tensorboard needs the tensorboard package: pip install 'kdlab[track]'") from None
+                raise ConfigError("tracking.tensorboard needs the tensorboard package: "
+                                  "pip install 'kdlab[track]'") from None
             self.tb = SummaryWriter(log_dir=str(tensorboard_dir))
             if params:
                 self.tb.add_text("config", "\n".join(f"    {k}: {v}" for k, v in _flatten(params).items()), 0)
         if mlflow:
             self._open_mlflow(mlflow_uri(mlflow), experiment, run_name, params or {}, tags or {})
 
-    def _open_mlflow(self, uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+    def _open_mlflow(self, uri: str, experiment: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, str]) -> None:
         import logging
 
         try:

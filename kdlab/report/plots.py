@@ -109,7 +109,8 @@ def confusion(logits: Tensor, targets: Tensor, classes: Sequence[str], title: st
 
 def agreement_stats(student: Tensor, teacher: Tensor, targets: Tensor) -> dict[str, float]:
     ps, pt = student.argmax(1), teacher.argmax(1)
-    kl = torch.nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True, reduction="batchmean")
+    kl = torch.nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True,
+                                    reduction="batchmean")
     s_ok, t_ok = ps == targets, pt == targets
     return {"agreement": float((ps == pt).double().mean()), "kl_teacher_student": float(kl),
             "both_right": float((s_ok & t_ok).double().mean()), "teacher_only": float((t_ok & ~s_ok).double().mean()),

@@ -144,7 +144,8 @@ def create_methods(entries: Sequence[Mapping[str, Any]]) -> list[Method]:
     return [create_method(e["name"], **{k: v for k, v in e.items() if k != "name"}) for e in entries]
 
 
-def objective(method: str | Sequence[str | Mapping[str, Any]], alpha: float | None, T: float | None) -> list[dict[str, Any]]:
+def objective(method: str | Sequence[str | Mapping[str, Any]], alpha: float | None,
+              T: float | None) -> list[dict[str, Any]]:
     """A scheme's distillation objective, parsed the one way (:func:`kdlab.objective.parse_objective`)."""
     return parse_objective(method, alpha=alpha, T=T)
 
@@ -195,6 +196,8 @@ def teacher_logits(teacher: Teacher | nn.Module, split: Split, batch_size: int =
 
 def teacher_metrics(teacher: Teacher | nn.Module, data: DataSplits, split: str = "test") -> dict[str, float]:
     s: Split = getattr(data, split)
+    if s.y is None:
+        raise ConfigError(f"the {split} split has no labels to measure the teacher on")
     return classification_metrics(teacher_logits(teacher, s), s.y, data.num_classes)
 
 

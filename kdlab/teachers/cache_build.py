@@ -228,7 +228,8 @@ def build_cache(teacher: Teacher, data: DataSplits, out: str | Path, *, views: i
     info.update(num_classes=C, seed=seed, built_with=mode, batch_size=batch_size,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     log(f"building teacher cache {out}: {N} samples x {views} view{'s' if views > 1 else ''}, "
-        f"{'full logits' if k is None else f'top-{k}'} {dtype}{', features ' + ', '.join(features) if features else ''} "
+        f"{'full logits' if k is None else f'top-{k}'} {dtype}"
+        f"{', features ' + ', '.join(features) if features else ''} "
         f"(teacher: {mode})")
     with StoreWriter(out, N, views, specs, info) as w:
         for v in range(views):
@@ -244,6 +245,7 @@ def build_cache(teacher: Teacher, data: DataSplits, out: str | Path, *, views: i
                                   topk_tail=tail.cpu().numpy())
                 for f in features:
                     arrays[f"feat.{f}"] = o.features[f].float().cpu().numpy()
+                assert batch.index is not None and batch.view is not None  # the loader always sets them
                 w.write(batch.index.numpy(), batch.view.numpy(), arrays)
         w.info["build_seconds"] = round(time.perf_counter() - t0, 3)
         path = w.commit()
@@ -270,7 +272,7 @@ def ensure_cache(path: str | Path, teacher: Teacher | None, data: DataSplits, *,
     if exact:
         dtype = dtype or "float32"
         views = views or (None if data.augment is not None else 1)
-    layout = dict(views=views, k=k, dtype=dtype, features=features, exact=exact)
+    layout: dict[str, Any] = dict(views=views, k=k, dtype=dtype, features=features, exact=exact)
 
     def build(reason: str) -> CachedTeacher:
         if teacher is None:

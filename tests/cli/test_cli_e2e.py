@@ -24,7 +24,8 @@ def test_train_distill_eval_compare_on_digits(tmp_path):
     kdlab("distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "digits", "--epochs", "6",
           "--out", "s", "--quiet", "train.batch_size=64", cwd=tmp_path)
     run = tmp_path / "s"
-    for f in ("config.yaml", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "last.json", "summary.json", "state.pt"):
+    for f in ("config.yaml", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "last.json",
+              "summary.json", "state.pt"):
         assert (run / f).is_file(), f
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["acc"] > 0.8 and summary["epochs"] == 6

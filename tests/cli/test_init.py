@@ -51,7 +51,8 @@ def test_init_options_and_errors(tmp_path):
     assert invoke("init", str(p), "--data", "cifar10", "--student", "resnet8x4", "--teacher", "runs/r32x4/best",
                   "--method", "dkd", "--out", "runs/x: y").exit_code == 0
     cfg = load_config(p)
-    assert (cfg.data.name, cfg.student.name, cfg.teacher.checkpoint, cfg.out) == ("cifar10", "resnet8x4", "runs/r32x4/best", "runs/x: y")
+    assert (cfg.data.name, cfg.student.name, cfg.teacher.checkpoint, cfg.out) == ("cifar10", "resnet8x4",
+                                                                                  "runs/r32x4/best", "runs/x: y")
     assert [m.name for m in cfg.methods] == ["ce", "dkd"]
     res = invoke("init", str(tmp_path / "bad.yaml"), "--method", "dkdd")
     assert isinstance(res.exception, ConfigError) and "did you mean 'dkd'" in str(res.exception)

@@ -5,12 +5,12 @@ import torch
 
 from kdlab.core import Batch
 from kdlab.data import load_data
-from kdlab.store import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.errors import CheckpointError, IncompatibleError, NonFiniteLossError
 from kdlab.methods import create_method
 from kdlab.models import create_model
+from kdlab.store import checkpoint as ckpt
 from kdlab.teachers import FrozenTeacher
 
 
@@ -50,7 +50,8 @@ def test_seeded_runs_are_identical(digits):
     for _ in range(2):
         torch.manual_seed(123)
         s = create_model("mlp_tiny", 10, 1, 8)
-        res.append(fit(Distiller(s, None, [create_method("ce")]), digits, Schedule(epochs=2, batch_size=64), seed=5, progress=False).history)
+        res.append(fit(Distiller(s, None, [create_method("ce")]), digits, Schedule(epochs=2, batch_size=64), seed=5,
+                       progress=False).history)
     strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
     assert strip(res[0]) == strip(res[1])
 

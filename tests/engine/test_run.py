@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from kdlab.cli.main import _register, app
 from kdlab.config import load_config
-from kdlab.data import load_data, load_data_spec
+from kdlab.data import load_data_spec
 from kdlab.errors import ConfigError, DataError
 from kdlab.schemes.offline import run_config
 from kdlab.store.checkpoint import load_meta
@@ -132,4 +132,5 @@ def test_teacher_of_another_dataset_of_the_same_shape_warns_and_eval_finds_the_d
     # the checkpoint remembers its data: eval needs no --data (it used to ask for a flag that does not exist)
     r = cli("eval", str(tmp_path / "t" / "best"), "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["acc"] == pytest.approx(json.loads((tmp_path / "t" / "summary.json").read_text())["test"]["acc"])
+    assert json.loads(r.output)["acc"] == pytest.approx(
+        json.loads((tmp_path / "t" / "summary.json").read_text())["test"]["acc"])

@@ -7,7 +7,7 @@ import torch
 
 from kdlab.core import Batch
 from kdlab.engine.distiller import Distiller
-from kdlab.engine.loop import make_optimizer, Schedule, train_step
+from kdlab.engine.loop import Schedule, make_optimizer, train_step
 from kdlab.errors import IncompatibleError
 from kdlab.methods import create_method, list_methods
 from kdlab.models import create_model, list_models
@@ -31,7 +31,8 @@ N, C, SIZE = 16, 10, 16
 
 def _batch() -> Batch:
     g = torch.Generator().manual_seed(0)
-    return Batch(torch.randn(8, 3, SIZE, SIZE, generator=g), torch.arange(8) % C, torch.arange(8), torch.zeros(8, dtype=torch.long))
+    return Batch(torch.randn(8, 3, SIZE, SIZE, generator=g), torch.arange(8) % C, torch.arange(8),
+                 torch.zeros(8, dtype=torch.long))
 
 
 def _info():

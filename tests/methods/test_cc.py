@@ -62,7 +62,8 @@ def test_connectors_from_real_shapes():
     assert isinstance(m.embed_s, torch.nn.Linear) and m.embed_s.in_features == 8 and m.embed_s.out_features == 128
     assert isinstance(m.embed_t, torch.nn.Identity)
     got = m(s, t, Batch(torch.zeros(6, 1)))["cc"]
-    assert got.item() == pytest.approx(100 * cc_loss(m.embed_s(s.features["pooled"]), t.features["pooled"]).item(), rel=1e-6)
+    assert got.item() == pytest.approx(100 * cc_loss(m.embed_s(s.features["pooled"]), t.features["pooled"]).item(),
+                                       rel=1e-6)
     both = create_method("cc", embed="both", feat_dim=32)
     both.prepare(s, t, INFO)
     assert both.embed_t.in_features == 16 and both.embed_t.out_features == 32

@@ -63,7 +63,8 @@ def test_bank_loss_pinned_with_fixed_negatives():
     out_t = np.array([[math.exp(et[b] @ mem_s[c] / 0.07) for c in cand[b]] for b in range(4)])
     zs, zt = out_s.mean() * 20, out_t.mean() * 20
     want = 0.8 * (_nce_numpy(out_s / zs, 20) + _nce_numpy(out_t / zt, 20))
-    got = m(Outputs(s.logits, {"pooled": fs}), Outputs(t.logits, {"pooled": ft}), Batch(torch.zeros(4, 1), index=index))["crd"]
+    got = m(Outputs(s.logits, {"pooled": fs}), Outputs(t.logits, {"pooled": ft}),
+            Batch(torch.zeros(4, 1), index=index))["crd"]
     assert got.item() == pytest.approx(want, rel=1e-9)
     assert m.z_s.item() == pytest.approx(zs) and m.z_t.item() == pytest.approx(zt)
     # momentum update of the sampled rows (written before the next forward), others untouched

@@ -46,7 +46,8 @@ def test_invariants():
     assert dist_loss(s, t).item() == pytest.approx(dist_loss(t, s).item(), rel=1e-12)
     # tau^2 scaling and shift invariance of the softmax
     for tau in (2.0, 5.0):
-        assert dist_loss(s, t, tau=tau).item() == pytest.approx(tau * tau * dist_loss(s / tau, t / tau).item(), rel=1e-9)
+        assert dist_loss(s, t, tau=tau).item() == pytest.approx(tau * tau * dist_loss(s / tau, t / tau).item(),
+                                                                rel=1e-9)
     assert dist_loss(s + 3.0, t - 1.0).item() == pytest.approx(dist_loss(s, t).item(), rel=1e-9)
 
 

@@ -85,7 +85,8 @@ def _outs(n_s=3, n_t=4, B=6):
                 {f"layer{i + 1}": leaf(torch.randn(B, c, h, h, generator=g)) for i, (c, h) in enumerate(sizes[:n_s])})
     s.features["pooled"] = leaf(torch.randn(B, sizes[n_s - 1][0], generator=g))
     t = Outputs(frozen(torch.randn(B, 5, generator=g)),
-                {f"layer{i + 1}": frozen(torch.randn(B, 2 * c, h, h, generator=g)) for i, (c, h) in enumerate(sizes[:n_t])})
+                {f"layer{i + 1}": frozen(torch.randn(B, 2 * c, h, h, generator=g))
+                 for i, (c, h) in enumerate(sizes[:n_t])})
     t.features["pooled"] = frozen(torch.randn(B, 2 * sizes[n_t - 1][0], generator=g))
     return s, t
 

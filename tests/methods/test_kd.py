@@ -52,7 +52,8 @@ def test_kd_t_squared_scaling_of_gradient():
 def test_kd_is_t_squared_times_kl():
     s, t = torch.randn(5, 7), torch.randn(5, 7)
     for T in (1.0, 3.0):
-        kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, 1), torch.log_softmax(t / T, 1), log_target=True, reduction="batchmean")
+        kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, 1), torch.log_softmax(t / T, 1), log_target=True,
+                                        reduction="batchmean")
         assert kd_loss(s, t, T).item() == pytest.approx(T * T * kl.item(), rel=1e-5)
 
 

@@ -60,7 +60,8 @@ def test_invariants():
     for f in (batch_level, class_level):  # squared Frobenius distances are symmetric
         assert f(s, t, 3.0).item() == pytest.approx(f(t, s, 3.0).item(), rel=1e-12)
     for T in (2.0, 6.0):
-        assert instance_level(s, t, T).item() == pytest.approx(T * T * instance_level(s / T, t / T, 1.0).item(), rel=1e-10)
+        assert instance_level(s, t, T).item() == pytest.approx(T * T * instance_level(s / T, t / T, 1.0).item(),
+                                                               rel=1e-10)
     perm = torch.tensor([2, 0, 1])  # relations do not depend on the order of the batch
     assert class_level(s[perm], t[perm], 4.0).item() == pytest.approx(class_level(s, t, 4.0).item(), rel=1e-12)
     assert batch_level(s[perm], t[perm], 4.0).item() == pytest.approx(batch_level(s, t, 4.0).item(), rel=1e-12)
@@ -76,7 +77,8 @@ def test_weights_switches_and_tokens():
     assert terms["mlkd_instance"].item() == pytest.approx(instance_level(s, t, 4.0).item(), rel=1e-6)
     assert terms["mlkd_class"].item() == pytest.approx(1.5 * class_level(s, t, 4.0).item(), rel=1e-6)
     ls = create_method("mlkd", logit_stand=True, temperatures=[2.0])(Outputs(s), Outputs(t), BATCH)
-    assert ls["mlkd_instance"].item() == pytest.approx(instance_level(standardize(s), standardize(t), 2.0).item(), rel=1e-6)
+    assert ls["mlkd_instance"].item() == pytest.approx(instance_level(standardize(s), standardize(t), 2.0).item(),
+                                                       rel=1e-6)
     assert ls["mlkd_batch"].item() == pytest.approx(batch_level(s, t, 2.0).item(), rel=1e-6)  # raw logits
     mask = torch.tensor([[1, 1, 0], [0, 1, 0]], dtype=torch.bool)
     st, tt = torch.stack([s, s.flip(0)]), torch.stack([t, t.flip(0)])

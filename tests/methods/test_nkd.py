@@ -64,7 +64,8 @@ def test_non_target_term_is_minimal_at_the_teacher():
 def test_t2_scaling_and_target_logit_independence():
     s, t, y = torch.tensor(S, dtype=torch.float64), torch.tensor(TT, dtype=torch.float64), torch.tensor(Y)
     for T in (2.0, 5.0):
-        assert nkd_terms(s, t, y, T, 1.0)[1].item() == pytest.approx(T * T * nkd_terms(s / T, t / T, y, 1.0, 1.0)[1].item())
+        assert nkd_terms(s, t, y, T, 1.0)[1].item() == pytest.approx(
+            T * T * nkd_terms(s / T, t / T, y, 1.0, 1.0)[1].item())
     s2 = s.clone()
     s2[torch.arange(3), y] += 5.0  # the non-target term ignores the target logit
     assert nkd_terms(s2, t, y, 2.0, 1.5)[1].item() == pytest.approx(nkd_terms(s, t, y, 2.0, 1.5)[1].item())

@@ -53,12 +53,14 @@ def test_margin_matches_numerical_expectation(mu, sigma):
 def test_margin_fallback_when_negatives_are_rare():
     # Φ(−mean/std) = Φ(−4) ≈ 3e-5 < 1e-3 -> −3·std
     assert margin_from_stats(torch.tensor([4.0]), torch.tensor([1.0])).item() == pytest.approx(-3.0)
-    assert margin_from_stats(torch.tensor([0.0]), torch.tensor([1.0])).item() == pytest.approx(-np.sqrt(2 / np.pi), rel=1e-6)
+    assert margin_from_stats(torch.tensor([0.0]), torch.tensor([1.0])).item() == pytest.approx(-np.sqrt(2 / np.pi),
+                                                                                               rel=1e-6)
 
 
 def test_margin_from_feature_uses_channel_statistics():
     g = torch.Generator().manual_seed(51)
-    f = torch.randn(4000, 2, 2, 2, generator=g) * torch.tensor([1.0, 0.5]).view(1, 2, 1, 1) + torch.tensor([0.0, 0.5]).view(1, 2, 1, 1)
+    f = (torch.randn(4000, 2, 2, 2, generator=g) * torch.tensor([1.0, 0.5]).view(1, 2, 1, 1)
+         + torch.tensor([0.0, 0.5]).view(1, 2, 1, 1))
     m = margin_from_feature(f)
     # close to the empirical mean of the negative responses
     for c in range(2):

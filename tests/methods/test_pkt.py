@@ -18,7 +18,8 @@ def _reference(s, t, eps=1e-7):
 
     def cond(f):
         f = np.array(f, dtype=np.float64)
-        k = np.array([[(1 + f[i] @ f[j] / (np.linalg.norm(f[i]) * np.linalg.norm(f[j]))) / 2 for j in range(B)] for i in range(B)])
+        k = np.array([[(1 + f[i] @ f[j] / (np.linalg.norm(f[i]) * np.linalg.norm(f[j]))) / 2 for j in range(B)]
+                      for i in range(B)])
         return k / k.sum(1, keepdims=True)
 
     ps, pt = cond(s), cond(t)
@@ -29,7 +30,8 @@ def test_pinned_against_the_paper_definition():
     s, t = torch.tensor(FS, dtype=torch.float64), torch.tensor(FT, dtype=torch.float64)
     assert pkt_loss(s, t).item() == pytest.approx(_reference(FS, FT), rel=1e-6)
     m = create_method("pkt")
-    got = m(Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FS)}), Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FT)}),
+    got = m(Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FS)}),
+            Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FT)}),
             Batch(torch.zeros(4, 1)))["pkt"]
     assert got.item() == pytest.approx(30000 * _reference(FS, FT), rel=1e-4)
 

@@ -61,7 +61,8 @@ def test_defaults_and_paper():
 
 def test_pinned_hcl_against_explicit_computation():
     g = torch.Generator().manual_seed(61)
-    fs = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 5, 1, 1, generator=g)]
+    fs = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 4, 4, 4, generator=g),
+          torch.randn(2, 5, 1, 1, generator=g)]
     ft = [torch.randn(*f.shape, generator=g) for f in fs]
     assert hcl_loss(fs, ft).item() == pytest.approx(ref_hcl([f.numpy() for f in fs], [f.numpy() for f in ft]), rel=1e-5)
 

@@ -48,7 +48,8 @@ def test_pinned_against_the_paper_definition():
     assert d.item() == pytest.approx(want_d, rel=1e-9)
     assert a.item() == pytest.approx(want_a, rel=1e-9)
     m = create_method("rkd")
-    terms = m(Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FS)}), Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FT)}),
+    terms = m(Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FS)}),
+              Outputs(torch.zeros(4, 2), {"pooled": torch.tensor(FT)}),
               Batch(torch.zeros(4, 1)))
     assert terms["rkd_dist"].item() == pytest.approx(25 * want_d, rel=1e-5)
     assert terms["rkd_angle"].item() == pytest.approx(50 * want_a, rel=1e-5)
@@ -70,7 +71,8 @@ def test_invariants():
 def test_needs_pooled():
     m = create_method("rkd")
     with pytest.raises(IncompatibleError, match="pooled"):
-        m.prepare(Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}), Outputs(torch.zeros(2, 3)), DataInfo(3, 10, (1,)))
+        m.prepare(Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}), Outputs(torch.zeros(2, 3)),
+                  DataInfo(3, 10, (1,)))
 
 
 def test_gradients_reach_student_not_teacher():

@@ -69,7 +69,8 @@ def test_uses_each_sides_last_stage_and_weight():
 def test_incompatible_without_stage_features():
     m = create_method("sp")
     with pytest.raises(IncompatibleError):
-        m.prepare(Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}), Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}), INFO)
+        m.prepare(Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}),
+                  Outputs(torch.zeros(2, 3), {"pooled": torch.zeros(2, 4)}), INFO)
     with pytest.raises(IncompatibleError):
         m.prepare(Outputs(torch.zeros(2, 3), {"layer1": torch.zeros(2, 4)}), None, INFO)
 

@@ -43,7 +43,8 @@ def test_pinned_value_against_explicit_loop(shape):
     g = torch.Generator().manual_seed(21)
     mu, t = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     alpha = torch.tensor([-1.0, 0.5, 2.0])
-    assert vid_nll(mu, t, alpha, 1e-5).item() == pytest.approx(ref_nll(mu.numpy(), t.numpy(), alpha.numpy(), 1e-5), rel=1e-5)
+    assert vid_nll(mu, t, alpha, 1e-5).item() == pytest.approx(ref_nll(mu.numpy(), t.numpy(), alpha.numpy(), 1e-5),
+                                                               rel=1e-5)
 
 
 def test_initial_variance_is_init_pred_var():
@@ -95,7 +96,8 @@ def test_method_value_with_known_regressor():
     m.regressors[0].net = torch.nn.Identity()
     got = m(s, t, Batch(torch.zeros(4)))["vid"].item()
     alpha = np.full(3, softplus_inverse(5.0 - 1e-5))
-    assert got == pytest.approx(2.0 * ref_nll(s.features["pooled"].detach().numpy(), t.features["pooled"].numpy(), alpha, 1e-5), rel=1e-5)
+    assert got == pytest.approx(2.0 * ref_nll(s.features["pooled"].detach().numpy(), t.features["pooled"].numpy(),
+                                              alpha, 1e-5), rel=1e-5)
 
 
 def test_incompatible_two_d_student_four_d_teacher():

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.reliability._helpers import make_teacher
 from kdlab.cli.main import main
+from tests.reliability._helpers import make_teacher
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,11 @@ CASES = {
     # teacher / student / data pairing
     "class count": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "npz", "data.root=three.npz"],
                     "teacher t/best predicts 10 classes but dataset 'npz' has 3"),
-    "input size": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "npz", "data.root=mnist_like.npz"],
+    "input size": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "npz",
+                    "data.root=mnist_like.npz"],
                    "teacher t/best expects inputs (1, 8, 8) but dataset 'npz' gives (1, 28, 28)"),
-    "input channels": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "npz", "data.root=rgb.npz"],
+    "input channels": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--data", "npz",
+                        "data.root=rgb.npz"],
                        "gives (3, 8, 8)"),
     "student on vectors": (["train", "--model", "cnn_small", "--data", "npz", "data.root=vec.npz"],
                            "the student cannot take this dataset's inputs (64,)"),
@@ -66,7 +68,8 @@ CASES = {
     "no samples": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=empty.npz"], "'x' holds no samples"),
     "missing array": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=noy.npz"], "missing array 'y'"),
     "non-finite inputs": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=nan.npz"], "NaN or infinite"),
-    "not an npz": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=junk.npz"], "not a readable .npz archive"),
+    "not an npz": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=junk.npz"],
+                   "not a readable .npz archive"),
     "empty csv": (["train", "--model", "mlp_tiny", "--data", "csv", "data.root=empty.csv"], "empty file"),
     "header only": (["train", "--model", "mlp_tiny", "--data", "csv", "data.root=header.csv"], "no data rows"),
     "not utf-8": (["train", "--model", "mlp_tiny", "--data", "csv", "data.root=latin1.csv"], "not UTF-8 text"),
@@ -79,7 +82,8 @@ CASES = {
     # missing files
     "missing teacher": (["distill", "--teacher", "nope/best", "--student", "mlp_tiny", *DIGITS], "nope/best"),
     "missing npz": (["train", "--model", "mlp_tiny", "--data", "npz", "data.root=gone.npz"], "gone.npz does not exist"),
-    "missing folder": (["train", "--model", "mlp_tiny", "--data", "imagefolder", "data.root=gone"], "gone does not exist"),
+    "missing folder": (["train", "--model", "mlp_tiny", "--data", "imagefolder", "data.root=gone"],
+                       "gone does not exist"),
     "missing cifar": (["train", "--model", "mlp_tiny", "--data", "cifar10", "data.root=gone"], "CIFAR-10 not found"),
     "missing idx": (["train", "--model", "mlp_tiny", "--data", "fashion-mnist", "data.root=gone"],
                     "Fashion-MNIST IDX files not found"),

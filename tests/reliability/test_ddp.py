@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from kdlab.config import load_config
-from kdlab.store import checkpoint as ckpt
 from kdlab.engine import distributed
 from kdlab.errors import ConfigError
+from kdlab.store import checkpoint as ckpt
 from tests.reliability._helpers import make_teacher
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -106,8 +106,8 @@ def test_two_processes_match_one(work, single):
     assert ranks[0]["world"] == 2
     # only rank 0 writes
     assert ranks[1]["writes"] == []
-    assert {Path(w).name for w in ranks[0]["writes"]} >= {"config.yaml", "metrics.jsonl", "state.pt", "last.safetensors",
-                                                         "best.safetensors", "summary.json"}
+    assert {Path(w).name for w in ranks[0]["writes"]} >= {"config.yaml", "metrics.jsonl", "state.pt",
+                                                         "last.safetensors", "best.safetensors", "summary.json"}
     # the same steps as one process with the same global batch, metrics reduced over both ranks
     ddp_hist = [json.loads(l) for l in (work / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in ddp_hist] == [r["step"] for r in single.history]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import yaml
 from hypothesis import HealthCheck, event, example, given, settings
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
 from kdlab.config import RunConfig, dump_config, load_config
@@ -109,7 +109,8 @@ yaml_value = st.one_of(st.sampled_from(["1", "-1", "0", "0.5", "1e999", ".nan", 
                                         "&a [*a]", "2002-12-14"]),
                        st.text(max_size=16))
 override = st.one_of(
-    st.builds(lambda k, v: f"{k}={v}", st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(".".join), yaml_value),
+    st.builds(lambda k, v: f"{k}={v}", st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(".".join),
+              yaml_value),
     st.text(max_size=24),
 )
 
@@ -134,20 +135,23 @@ near_valid = st.fixed_dictionaries({}, optional={
                                                    "options": _maybe(st.dictionaries(key, tree, max_size=2))}),
     "teacher": _maybe(st.none() | st.fixed_dictionaries({}, optional={"checkpoint": _maybe(st.text(max_size=8))})),
     "methods": _maybe(st.lists(st.fixed_dictionaries({"name": _maybe(st.sampled_from(["ce", "kd", "dkd"]))},
-                                                     optional={"T": _maybe(st.floats(0.5, 8)), "weight": _maybe(st.floats(0, 1))}),
+                                                     optional={"T": _maybe(st.floats(0.5, 8)),
+                                                               "weight": _maybe(st.floats(0, 1))}),
                                max_size=3)),
     "train": st.fixed_dictionaries({}, optional={
         "epochs": _maybe(st.integers(1, 300)), "batch_size": _maybe(st.integers(1, 512)),
         "optimizer": _maybe(st.sampled_from(["sgd", "adam", "adamw"])), "lr": _maybe(st.floats(1e-5, 1)),
         "momentum": _maybe(st.floats(0, 0.99)), "lr_schedule": _maybe(st.sampled_from(["cosine", "step", "constant"])),
-        "milestones": _maybe(st.lists(st.integers(1, 300), max_size=3)), "grad_clip": _maybe(st.none() | st.floats(0.1, 10))}),
+        "milestones": _maybe(st.lists(st.integers(1, 300), max_size=3)),
+        "grad_clip": _maybe(st.none() | st.floats(0.1, 10))}),
     "seed": _maybe(st.integers(0, 2**32 - 1)), "out": _maybe(st.none() | st.text(max_size=8)),
     "threads": _maybe(st.none() | st.integers(1, 8)),
 })
 
 
 @props(50)
-@given(base=st.one_of(near_valid, near_valid, st.dictionaries(key, tree, max_size=6)), overrides=st.lists(override, max_size=4))
+@given(base=st.one_of(near_valid, near_valid, st.dictionaries(key, tree, max_size=6)),
+       overrides=st.lists(override, max_size=4))
 @example(base={}, overrides=["data=2001-13-45"])  # an impossible date once escaped the YAML loader
 def test_config_from_arbitrary_dicts_and_overrides(base, overrides):
     cfg = valid_or_user_error(load_config, base=base, overrides=overrides)
@@ -307,7 +311,8 @@ def npz_files(draw) -> bytes:
                 shape = (n, *draw(st.lists(st.integers(1, 4), max_size=3)))
                 arrays[name] = draw(hnp.arrays(np.float32, shape, elements=st.floats(width=32)))
             else:
-                arrays[name] = draw(hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))
+                arrays[name] = draw(hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0,
+                                                                        max_side=5)))
     else:
         arrays = draw(_plausible_npz())
     buf = io.BytesIO()

@@ -16,7 +16,8 @@ PLOTS = {"learning_curves", "loss_terms", "confusion", "agreement", "reliability
 
 
 def _run(out, student, epochs=3, teacher=None, report=True):
-    methods = [{"name": "ce"}] if teacher is None else [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "T": 4}]
+    methods = [{"name": "ce"}] if teacher is None else [{"name": "ce", "weight": 0.1},
+                                                        {"name": "kd", "weight": 0.9, "T": 4}]
     return load_config(base={"data": {"name": "digits"}, "student": {"name": student}, "methods": methods,
                              "teacher": None if teacher is None else {"checkpoint": str(teacher)},
                              "train": {"epochs": epochs, "batch_size": 64}, "out": str(out), "report": report})
@@ -114,8 +115,8 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     page = tmp_path / "page.html"
     page.write_text((runs / "kd" / "report.html").read_text().replace("</body>", CHECK + "</body>"))
     flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=5000"]
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     m = re.search(r"<div id=\"img-check\">images (\d+)/(\d+) widths ([\d,]+)</div>", dom)
     assert m, dom[-2000:]

@@ -18,9 +18,9 @@ from kdlab.errors import CheckpointError, ConfigError
 from kdlab.models import create_model
 from kdlab.store import ArraySpec, Store, StoreWriter, read_manifest
 from kdlab.teachers import FrozenTeacher
-from tests.conftest import trained_like_bn
 from kdlab.teachers.cache_build import build_cache, cache_for_run, ensure_cache, topk_encode
 from kdlab.teachers.cached import CachedTeacher, CachedViewLoader, cache_loader, topk_logits
+from tests.conftest import trained_like_bn
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_cached_teacher_equals_live_teacher(plain, aug, tmp_path):
                     got, ref = ct(b), t(b)
                     scale = ref.logits.abs().max()
                     assert (got.logits - ref.logits).abs().max() <= tol * scale
-                    assert (got.features["pooled"] - ref.features["pooled"]).abs().max() <= tol * ref.features["pooled"].abs().max()
+                    assert ((got.features["pooled"] - ref.features["pooled"]).abs().max()
+                            <= tol * ref.features["pooled"].abs().max())
                     assert got.logits.dtype == torch.float32 and not got.logits.requires_grad
 
 
