@@ -37,7 +37,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from kdlab.api import distill, load_model, train  # noqa: E402
+from kdlab.api import Result, distill, evaluate, load_model, train  # noqa: E402
+from kdlab.api import scheme as run_scheme  # noqa: E402
 from kdlab.data import load_data  # noqa: E402
 
 RUNS = Path("runs/bench-schemes")
@@ -62,17 +63,23 @@ class Bench:
                                         "test": len(self.data.test), "seed": 0, "threads": torch.get_num_threads()}}
         self.out.write_text(json.dumps(self.results, indent=2) + "\n")
 
-    def model(self, name: str, seed: int = 0):
-        """A reference model trained from labels alone (cached under runs/)."""
+    def model(self, name: str, seed: int = 0) -> str:
+        """A reference model trained from labels alone (cached under runs/): its checkpoint path."""
         path = RUNS / f"{name}-s{seed}-e{self.E}-n{self.args.subset}"
         if not (path / "best.safetensors").is_file():
             train(name, self.data, epochs=self.E, seed=seed, out=str(path))
-        return load_model(path / "best")[0]
+        return str(path / "best")
 
     def ref(self, name: str, seed: int = 0) -> float:
-        from kdlab.api import evaluate
-
         return evaluate(self.model(name, seed), self.data)["acc"]
+
+    def scheme(self, name: str, run: str, **options: Any) -> tuple[Result, float]:
+        """``kdlab.scheme(name, ...)`` in its own run directory under runs/; (result, wall-clock seconds
+        of the whole scheme, its stages included)."""
+        t0 = time.perf_counter()
+        out = RUNS / f"{run}-e{self.E}-n{self.args.subset}"
+        r = run_scheme(name, self.data, epochs=self.E, seed=0, out=str(out), **options)
+        return r, time.perf_counter() - t0
 
     # ---------------------------------------------------------------- parts
 
@@ -84,55 +91,49 @@ class Bench:
         return rows
 
     def mutual(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.mutual import mutual
-
-        r = mutual(["cnn_tiny", "cnn_small"], self.data, epochs=self.E, seed=0)
+        r, s = self.scheme("mutual", "mutual", peers=["cnn_tiny", "cnn_small"])
         p = r.extra["peers"]
         return [{"scheme": "mutual (DML)", "setting": "peer cnn_tiny, trained with cnn_small",
                  "result": _acc(p[0]["test_acc"]), "reference": _acc(self.ref("cnn_tiny")),
-                 "reference_is": "cnn_tiny alone", "seconds": round(r.seconds, 1)},
+                 "reference_is": "cnn_tiny alone", "seconds": round(s, 1)},
                 {"scheme": "mutual (DML)", "setting": "peer cnn_small, trained with cnn_tiny",
                  "result": _acc(p[1]["test_acc"]), "reference": _acc(self.ref("cnn_small")),
-                 "reference_is": "cnn_small alone", "seconds": round(r.seconds, 1)}]
+                 "reference_is": "cnn_small alone", "seconds": round(s, 1)}]
 
     def selfdistill(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.self_distill import born_again, byot, snapshot_distill
-
         tiny = _acc(self.ref("cnn_tiny"))
         rows = []
-        r = byot("cnn_tiny", self.data, epochs=self.E, seed=0)
+        r, s = self.scheme("self-distill", "self-byot", kind="byot", model="cnn_tiny")
         ex = r.extra["exits"]
         rows.append({"scheme": "self: BYOT", "setting": "cnn_tiny final classifier (exits: " +
                      ", ".join(f"{k} {100 * v:.2f}" for k, v in ex.items() if k != "final") + ")",
                      "result": _acc(ex["final"]), "reference": tiny, "reference_is": "cnn_tiny alone",
-                     "seconds": round(r.seconds, 1)})
-        t0 = time.perf_counter()
-        r = born_again("cnn_tiny", self.data, generations=2, epochs=self.E, seed=0, teacher=self.model("cnn_tiny"))
+                     "seconds": round(s, 1)})
+        # generation 0 is the cnn_tiny reference model (its checkpoint)
+        r, s = self.scheme("self-distill", "self-born-again", kind="born-again", model="cnn_tiny", generations=2,
+                           teacher=self.model("cnn_tiny"))
         gens = r.extra["generations"]
         rows.append({"scheme": "self: born-again", "setting": "cnn_tiny generation 2 (gen 1 " +
                      f"{100 * gens[0]['test_acc']:.2f}; ensemble of gens 1–2 {100 * r.extra['ensemble_acc']:.2f})",
                      "result": _acc(r.test["acc"]), "reference": tiny, "reference_is": "cnn_tiny alone (gen 0)",
-                     "seconds": round(time.perf_counter() - t0, 1)})
+                     "seconds": round(s, 1)})
         at = max(1, self.E // 2)
-        r = snapshot_distill("cnn_tiny", self.data, epochs=self.E, at_epoch=at, seed=0)
+        r, s = self.scheme("self-distill", "self-snapshot", kind="snapshot", model="cnn_tiny", at_epoch=at)
         rows.append({"scheme": "self: snapshot", "setting": f"cnn_tiny taught by itself after epoch {at} "
                      f"(snapshot {100 * r.extra['teacher_acc']:.2f})", "result": _acc(r.test["acc"]),
-                     "reference": tiny, "reference_is": "cnn_tiny alone", "seconds": round(r.seconds, 1)})
+                     "reference": tiny, "reference_is": "cnn_tiny alone", "seconds": round(s, 1)})
         return rows
 
     def _assistant(self, student: str) -> list[dict[str, Any]]:
         """cnn_medium → cnn_small → ``student`` against cnn_medium → ``student`` directly."""
-        from kdlab.schemes.assistant import teacher_assistant
-
-        t0 = time.perf_counter()
-        r = teacher_assistant(self.model("cnn_medium"), "cnn_small", student, self.data, epochs=self.E, direct=True,
-                              seed=0)
+        r, s = self.scheme("assistant", f"assistant-{student}", teacher=self.model("cnn_medium"),
+                           assistants=["cnn_small"], student=student, direct=True)
         ch = r.extra["chain"]
         return [{"scheme": "teacher assistant", "setting": f"cnn_medium ({100 * ch[0]['test_acc']:.2f}) → cnn_small "
                  f"({100 * ch[1]['test_acc']:.2f}) → {student}", "result": _acc(r.test["acc"]),
                  "reference": _acc(r.extra["direct_acc"]), "reference_is": f"cnn_medium → {student} directly",
                  "also": f"{student} alone {100 * self.ref(student):.2f}",
-                 "seconds": round(time.perf_counter() - t0, 1)}]
+                 "seconds": round(s, 1)}]
 
     def assistant(self) -> list[dict[str, Any]]:
         return self._assistant("mlp_tiny")
@@ -141,90 +142,76 @@ class Bench:
         return self._assistant("cnn_tiny")
 
     def unlabeled_mlp(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.unlabeled import unlabeled
-
         rows = []
         for frac in (0.01, 0.05, 0.10):
-            t0 = time.perf_counter()
-            r = unlabeled("mlp", "cnn_tiny", self.data, labeled=frac, epochs=self.E, baseline=False, seed=0)
+            r, s = self.scheme("unlabeled", f"unlabeled-mlp-{100 * frac:g}pct", teacher="mlp", student="cnn_tiny",
+                               labeled=frac, baseline=False)
             e = r.extra
             base = self.results.get("unlabeled", {}).get("rows", [{}] * 3)[len(rows)].get("reference")
             rows.append({"scheme": "unlabeled pool", "setting": f"{100 * frac:g}% labels, teacher mlp (256-128) on the "
                          f"labeled part ({100 * e['teacher_acc']:.2f})", "result": _acc(r.test["acc"]),
                          "reference": base, "reference_is": "cnn_tiny on the labeled part alone (the run above)",
-                         "seconds": round(time.perf_counter() - t0, 1)})
+                         "seconds": round(s, 1)})
         return rows
 
     def multi(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.multi_teacher import multi_teacher
-        from kdlab.teachers.from_file import FileTeacher, save_outputs
-        from kdlab.teachers.frozen import FrozenTeacher
-
+        # multi-teacher takes teachers as model names or checkpoint paths only (no .npz output files), so
+        # every run here uses the live teachers' checkpoints (no augmentation on Fashion-MNIST: the same
+        # outputs the .npz files of earlier versions held)
         live = [self.model("cnn_small"), self.model("cnn_medium")]
-        # logit-only runs read the teachers' outputs from files written once (no augmentation on
-        # Fashion-MNIST, so they equal the live outputs); the features run below uses live teachers
-        teachers = [FileTeacher(save_outputs(FrozenTeacher(m), self.data.train, RUNS / f"{n}-train-outputs.npz"))
-                    for m, n in zip(live, ("cnn_small", "cnn_medium"))]
-        single = distill(teachers[1], "cnn_tiny", self.data, epochs=self.E, seed=0)
+        single = distill(live[1], "cnn_tiny", self.data, epochs=self.E, seed=0)
         rows = [{"scheme": "multi-teacher", "setting": "single teacher cnn_medium → cnn_tiny (KD)",
                  "result": _acc(single.test["acc"]), "reference": _acc(self.ref("cnn_tiny")),
                  "reference_is": "cnn_tiny alone", "seconds": round(single.seconds, 1)}]
-        from kdlab.schemes._common import teacher_acc
-        from kdlab.teachers.ensemble import EnsembleTeacher
-
         for mode in ("mean", "confidence", "entropy", "random"):
-            r = multi_teacher(teachers, "cnn_tiny", self.data, mode=mode, epochs=self.E, seed=0)
-            ens = teacher_acc(EnsembleTeacher(live, mode=mode), self.data)  # the live ensemble, on test
+            r, s = self.scheme("multi-teacher", f"multi-{mode}", teachers=live, student="cnn_tiny", mode=mode)
+            ens = r.extra["ensemble_acc"]  # the ensemble of the live teachers, on test
             rows.append({"scheme": "multi-teacher", "setting": f"cnn_small + cnn_medium, {mode} "
                          f"(ensemble {100 * ens:.2f})", "result": _acc(r.test["acc"]),
                          "reference": _acc(single.test["acc"]), "reference_is": "single teacher cnn_medium",
-                         "seconds": round(r.seconds, 1)})
-        r = multi_teacher(live, "cnn_tiny", self.data, method="kd+fitnet", logits_from=[1], features_from=[0],
-                          epochs=self.E, seed=0)
+                         "seconds": round(s, 1)})
+        r, s = self.scheme("multi-teacher", "multi-kd-fitnet", teachers=live, student="cnn_tiny", method="kd+fitnet",
+                           logits_from=[1], features_from=[0])
         rows.append({"scheme": "multi-teacher", "setting": "logits of cnn_medium (KD) + features of cnn_small (FitNet)",
                      "result": _acc(r.test["acc"]), "reference": _acc(single.test["acc"]),
-                     "reference_is": "single teacher cnn_medium", "seconds": round(r.seconds, 1)})
+                     "reference_is": "single teacher cnn_medium", "seconds": round(s, 1)})
         return rows
 
     def amalg(self) -> list[dict[str, Any]]:
-        from kdlab.schemes._common import restrict
-        from kdlab.schemes.amalgamate import amalgamate
-
         rows = []
         split = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
-        teachers = [train("cnn_small", restrict(self.data, c, remap=True), epochs=self.E, seed=i).student
-                    for i, c in enumerate(split)]
+        # the concat run trains the two cnn_small teachers on their classes (stages teacher0/, teacher1/,
+        # seeds 0 and 1) and the all-labels baseline; the logprob run reuses those teachers' checkpoints
+        teachers: list[str] = ["cnn_small", "cnn_small"]
         for combine in ("concat", "logprob"):
-            r = amalgamate(teachers, split, "cnn_tiny", self.data, combine=combine, epochs=self.E,
-                           baseline=combine == "concat", seed=0)
+            r, s = self.scheme("amalgamate", f"amalg-{combine}", teachers=teachers, classes=split, student="cnn_tiny",
+                               combine=combine, baseline=combine == "concat")
             if combine == "concat":
                 base = r.extra["baseline_acc"]
+                assert r.run_dir is not None
+                teachers = [str(r.run_dir / f"teacher{i}" / "best") for i in range(len(split))]
             own = ", ".join(f"{100 * t['test_acc_own_classes']:.2f}" for t in r.extra["teachers"])
             rows.append({"scheme": "amalgamation", "setting": f"cnn_small on 0–4 / 5–9 (own-class acc {own}; combined "
                          f"{100 * r.extra['union_teacher_acc']:.2f}) → cnn_tiny, no labels, {combine}",
                          "result": _acc(r.test["acc"]), "reference": _acc(base),
-                         "reference_is": "cnn_tiny with all labels (last epoch)", "seconds": round(r.seconds, 1)})
+                         "reference_is": "cnn_tiny with all labels (last epoch)", "seconds": round(s, 1)})
         return rows
 
     def unlabeled(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.unlabeled import unlabeled
-
         rows = []
         for frac in (0.01, 0.05, 0.10):
-            t0 = time.perf_counter()
-            r = unlabeled("cnn_small", "cnn_tiny", self.data, labeled=frac, epochs=self.E, baseline=True, seed=0)
+            r, s = self.scheme("unlabeled", f"unlabeled-{100 * frac:g}pct", teacher="cnn_small", student="cnn_tiny",
+                               labeled=frac, baseline=True)
             e = r.extra
             rows.append({"scheme": "unlabeled pool", "setting": f"{100 * frac:g}% labels ({e['labeled']} labeled, "
                          f"{e['pool']} unlabeled; teacher cnn_small {100 * e['teacher_acc']:.2f})",
                          "result": _acc(r.test["acc"]), "reference": _acc(e["baseline_acc"]),
                          "reference_is": "cnn_tiny on the labeled part alone",
-                         "seconds": round(time.perf_counter() - t0, 1)})
+                         "seconds": round(s, 1)})
         return rows
 
     def lifelong(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.lifelong import lifelong
-
-        r = lifelong("cnn_tiny", self.data, old_classes=range(5), epochs=self.E, baseline=True, seed=0)
+        r, s = self.scheme("lifelong", "lifelong", model="cnn_tiny", old_classes=list(range(5)), baseline=True)
         e = r.extra
         fmt = lambda a: (f"old {100 * a['old_acc_task_aware']:.2f} / "  # noqa: E731
                          f"new {100 * a['new_acc_task_aware']:.2f} task-aware; "
@@ -234,29 +221,30 @@ class Bench:
                  "then 5–9 from new data only", "result": _acc(e["lwf"]["old_acc_task_aware"]),
                  "reference": _acc(e["finetune"]["old_acc_task_aware"]),
                  "reference_is": "fine-tuning without distillation (old classes, task-aware)",
-                 "also": f"LwF: {fmt(e['lwf'])}. Fine-tuning: {fmt(e['finetune'])}", "seconds": round(r.seconds, 1)}]
+                 "also": f"LwF: {fmt(e['lwf'])}. Fine-tuning: {fmt(e['finetune'])}", "seconds": round(s, 1)}]
 
     def cross(self) -> list[dict[str, Any]]:
-        from kdlab.schemes.cross_modal import cross_modal
-
         rows = []
         teacher = self.model("cnn_small")
         for view in ("lowres:2", "edges"):
-            r = cross_modal(teacher, "cnn_tiny", self.data, student_view=view, epochs=self.E, baseline=True, seed=0)
+            r, s = self.scheme("cross-modal", f"cross-{view.replace(':', '')}", teacher=teacher, student="cnn_tiny",
+                               student_view=view, baseline=True)
             rows.append({"scheme": "cross-modal",
                          "setting": f"cnn_small on full images ({100 * r.extra['teacher_acc']:.2f})"
                          f" → cnn_tiny on {view}", "result": _acc(r.test["acc"]),
                          "reference": _acc(r.extra["baseline_acc"]),
-                         "reference_is": f"cnn_tiny on {view} from labels", "seconds": round(r.seconds, 1)})
+                         "reference_is": f"cnn_tiny on {view} from labels", "seconds": round(s, 1)})
         from kdlab.teachers.from_file import save_outputs
         from kdlab.teachers.frozen import FrozenTeacher
 
-        path = save_outputs(FrozenTeacher(teacher), self.data.train, RUNS / "cnn_small-train-outputs.npz")
-        r = cross_modal(path, "cnn_tiny", self.data, student_view="full", alpha=1.0, epochs=self.E, seed=0)
+        path = save_outputs(FrozenTeacher(load_model(teacher)[0]), self.data.train,
+                            Path(teacher).parent / "train-outputs.npz")
+        r, s = self.scheme("cross-modal", "cross-file-teacher", teacher=str(path), student="cnn_tiny",
+                           student_view="full", alpha=1.0, baseline=False)
         rows.append({"scheme": "black-box file teacher", "setting": "cnn_tiny from a .npz of cnn_small logits alone "
                      "(no labels, no teacher model)", "result": _acc(r.test["acc"]),
                      "reference": _acc(self.ref("cnn_tiny")),
-                     "reference_is": "cnn_tiny alone (labels)", "seconds": round(r.seconds, 1)})
+                     "reference_is": "cnn_tiny alone (labels)", "seconds": round(s, 1)})
         return rows
 
 
