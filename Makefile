@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 # the tests also exercise TensorBoard, MLflow and transformers against the real libraries
 setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test,track,hf]'
 	touch $@
 
@@ -43,8 +43,11 @@ data:
 demo: setup data
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/kdlab demo
 
+# lint (pyflakes, line length, import order), the layering contract, the type checker, then the tests
 test: setup-test data browser
 	$(BIN)/ruff check -q kdlab tests benchmarks
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).

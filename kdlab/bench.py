@@ -62,6 +62,7 @@ def _method_entries(spec: str | dict[str, Any], ce_default: float | None) -> tup
     """A bench method entry → (label, methods list for the run config), via the one objective parser."""
     from kdlab.objective import parse_objective
 
+    items: str | list[dict[str, Any]]
     if isinstance(spec, str):
         label, items, ce = spec, spec, None
     else:

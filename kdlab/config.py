@@ -16,8 +16,8 @@ from kdlab.data import DataSpec
 from kdlab.engine.schedule import Schedule
 from kdlab.engine.tracking import TrackingSpec
 from kdlab.errors import ConfigError
-from kdlab.spec import Spec
 from kdlab.models.spec import ModelSpec
+from kdlab.spec import Spec
 from kdlab.teachers.cache_build import CacheSpec
 from kdlab.teachers.resolve import TeacherSpec
 

@@ -86,7 +86,7 @@ def parse_objective(spec: Spec | None = None, *, alpha: float | None = None, T: 
         for it in takers:
             if not (explicit and "T" in it):
                 it["T"] = T
-    head = ce[0] if ce else {"name": "ce"}
+    head: dict[str, Any] = ce[0] if ce else {"name": "ce"}
     if alpha is not None and not (explicit and "weight" in head):
         head["weight"] = round(1.0 - alpha, 12)
     elif "weight" not in head:

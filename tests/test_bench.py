@@ -44,3 +44,19 @@ def test_parallel_jobs_give_the_same_results_as_one_process(tmp_path):
     assert [(key(r), r["acc"], r["f1"]) for r in one] == [(key(r), r["acc"], r["f1"]) for r in two]
     with pytest.raises(ConfigError, match="jobs"):
         run_bench(cfg, tmp_path / "x", jobs=0)
+
+
+def test_a_supplied_teacher_is_described_by_its_own_training(tmp_path):
+    """The table used to say `teacher_train.epochs` even for a teacher_checkpoint trained longer."""
+    from kdlab.config import load_config
+    from kdlab.schemes.offline import run_config
+
+    run_config(load_config(base={"data": {"name": "digits"}, "student": {"name": "mlp_tiny"}, "report": False,
+                                 "train": {"epochs": 3, "batch_size": 64}, "out": str(tmp_path / "t")}),
+               command="train", progress=False)
+    cfg = load_bench("configs/bench/digits_smoke.yaml", ["seeds=[0]", "methods=[kd]", "student_train.epochs=1",
+                                                          "teacher_train.epochs=1", "pairs.0.teacher=mlp_tiny",
+                                                          f"pairs.0.teacher_checkpoint={tmp_path / 't' / 'best'}"])
+    run_bench(cfg, tmp_path / "b", log=lambda *_: None)
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "teacher 3 epochs" in md and "teacher 1 epochs" not in md

@@ -1,8 +1,8 @@
 """Shared CLI plumbing: config file + ``key=value`` overrides + convenience flags → RunConfig."""
 from __future__ import annotations
 
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 import typer

@@ -23,9 +23,10 @@ def compare(teacher: str = typer.Option(..., help="teacher checkpoint"),
     import torch
 
     from kdlab.data import data_for_checkpoint
-    from kdlab.models.load import load_model
     from kdlab.errors import ConfigError
-    from kdlab.evaluate.compare import compare as measure, print_table, save_table
+    from kdlab.evaluate.compare import compare as measure
+    from kdlab.evaluate.compare import print_table, save_table
+    from kdlab.models.load import load_model
 
     t_model, t_meta = load_model(teacher)
     d = data_for_checkpoint(t_meta, data, root)

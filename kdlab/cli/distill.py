@@ -14,6 +14,7 @@ def distill(ctx: typer.Context,
             teacher: Optional[str] = typer.Option(None, help="teacher checkpoint (a run's best/last)"),
             student: Optional[str] = typer.Option(None, help="student model name"),
             data: Optional[str] = typer.Option(None, help="dataset name"),
+            root: Optional[str] = typer.Option(None, help="dataset file or directory (data.root)"),
             method: Optional[str] = typer.Option(None, help="method(s): kd, dkd, kd+fitnet … (kdlab methods)"),
             alpha: Optional[float] = typer.Option(None, help="weight of every response-family (logit) method; CE "
                                                   "gets 1 − alpha (default: each method's paper weight)"),
@@ -40,7 +41,8 @@ def distill(ctx: typer.Context,
     """
     from kdlab.api import run
 
-    flags = {"teacher.checkpoint": teacher, "student.name": student, "data.name": data, "train.epochs": epochs,
+    flags = {"teacher.checkpoint": teacher, "student.name": student, "data.name": data, "data.root": root,
+             "train.epochs": epochs,
              "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out}
     from kdlab.objective import parse_objective
 

@@ -4,7 +4,8 @@ from typing import Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, SCHEME_HELP as H, csv_list, pct, run_scheme_command
+from kdlab.cli.common import EXTRA, csv_list, pct, run_scheme_command
+from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
 

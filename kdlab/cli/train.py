@@ -12,6 +12,7 @@ from kdlab.cli.main import app
 def train(ctx: typer.Context,
           config: Optional[str] = typer.Argument(None, help="YAML config (optional)"),
           data: Optional[str] = typer.Option(None, help="dataset name (kdlab datasets)"),
+          root: Optional[str] = typer.Option(None, help="dataset file or directory (data.root)"),
           model: Optional[str] = typer.Option(None, help="model name (kdlab models)"),
           epochs: Optional[int] = typer.Option(None),
           lr: Optional[float] = typer.Option(None),
@@ -30,7 +31,8 @@ def train(ctx: typer.Context,
     """
     from kdlab.api import run
 
-    cfg = build_config(config, ctx.args, {"data.name": data, "student.name": model, "train.epochs": epochs,
+    cfg = build_config(config, ctx.args, {"data.name": data, "data.root": root, "student.name": model,
+                                          "train.epochs": epochs,
                                           "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out},
                        base={"methods": [{"name": "ce"}]})
     cfg = cfg.model_copy(update={"teacher": None})

@@ -149,7 +149,7 @@ def _find(root: str | None, folder: str, marker: str, what: str) -> Path:
         if (c / marker).is_file():
             return c
     if not candidates:
-        raise DataError(f"{what}: no data directory given; set --data.root or KDLAB_DATA to the folder "
+        raise DataError(f"{what}: no data directory given; set data.root=DIR (--root DIR) or KDLAB_DATA to the folder "
                         f"holding {folder}/")
     looked = ", ".join(str(c) for c in candidates)
     hint = ""

@@ -58,8 +58,8 @@ def find_dir(root: str | None) -> Path:
             return Path(c)
     raise DataError(
         "Fashion-MNIST IDX files not found (looked in: " + ", ".join(str(c) for c in candidates if c) + "). "
-        "Install them with `apt-get install dataset-fashion-mnist`, or set KDLAB_DATA / --data.root to a "
-        "directory holding train-images-idx3-ubyte[.gz] and the three other IDX files."
+        "Install them with `apt-get install dataset-fashion-mnist`, or set KDLAB_DATA / data.root=DIR (--root DIR) "
+        "to a directory holding train-images-idx3-ubyte[.gz] and the three other IDX files."
     )
 
 

@@ -91,7 +91,7 @@ def imagefolder(root: str | None = None, image_size: int = 32, grayscale: bool =
         raise ConfigError(f"data option 'grayscale' must be true or false, got {grayscale!r}")
     root = root or os.environ.get("KDLAB_DATA")
     if not root:
-        raise DataError("imagefolder: no folder given; set --data.root (or KDLAB_DATA) to a directory "
+        raise DataError("imagefolder: no folder given; set data.root=DIR (--root DIR) or KDLAB_DATA to a directory "
                         "with one subfolder per class")
     base = Path(root)
     if not base.is_dir():

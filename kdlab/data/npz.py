@@ -19,7 +19,7 @@ MAX_CLASSES = 100_000  # a larger class id is a corrupt or mislabelled file, not
 
 def resolve_file(root: str | None, path: str | None, what: str, example: str) -> Path:
     if not path and not root:
-        raise DataError(f"{what}: no file given; set --data.root (or the 'path' option) to {example}")
+        raise DataError(f"{what}: no file given; set data.root=FILE (--root FILE) or the 'path' option to {example}")
     p = Path(path or root)  # type: ignore[arg-type]
     if path and root and not p.is_absolute() and Path(root).is_dir():
         p = Path(root) / p

@@ -5,7 +5,7 @@ tree, so it is never trained, never wrapped by DDP and never saved with the stud
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,11 +47,14 @@ class Distiller(nn.Module):
         if t is not None and t.logits.shape[-1] != s.logits.shape[-1]:
             raise IncompatibleError(
                 f"teacher predicts {t.logits.shape[-1]} classes but the student {s.logits.shape[-1]}")
-        for m in self.methods:
+        for m in self._methods():
             m.prepare(s, t, info)
 
+    def _methods(self) -> list[Method]:
+        return [cast(Method, m) for m in self.methods]
+
     def set_progress(self, epoch: int, epochs: int) -> None:
-        for m in self.methods:
+        for m in self._methods():
             m.set_progress(epoch, epochs)
 
     def forward(self, batch: Batch) -> tuple[Outputs, dict[str, Tensor]]:

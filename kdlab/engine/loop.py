@@ -96,6 +96,11 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
     ``resume``: continue from ``run_dir/state.pt`` (model, optimiser, scheduler, every RNG, history
     and the best weights); the result is identical to an uninterrupted run.
 
+    ``on_epoch_end(epoch, rec)`` runs after the validation metrics are in ``rec`` and before the
+    best epoch is decided and the epoch is written: it may add metrics to ``rec``, update state the
+    trainable keeps (``get_extra_state``) and change ``rec["val_acc"]`` together with the deployed
+    ``trainable.student`` (a cohort deploying its best peer).
+
     Distributed (``world_size > 1`` inside an initialised process group, see
     :mod:`kdlab.engine.distributed`): ``schedule.batch_size`` is the global batch and each rank
     reads ``batch_size / world_size`` of it; the trainable is wrapped in DDP, the training metrics
@@ -200,6 +205,10 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
         rec.update({f"val_{k}": v
                     for k, v in evaluate_model(trainable.student, data.val, schedule.eval_batch_size).items()
                     if k in ("acc", "nll", "ece", "f1")})
+        if on_epoch_end is not None:
+            # before the epoch is kept: what the hook records (per-peer metrics, a scheme's own state in
+            # the trainable) lands in metrics.jsonl and state.pt, and it may set which student is deployed
+            on_epoch_end(epoch, rec)
         history.append(rec)
         is_best = rec["val_acc"] > best["val_acc"]
         if is_best:
@@ -210,8 +219,6 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
             assert run is not None
             _write_epoch(run, trainable, opt, sched, epoch, step, best, rec, is_best, meta or {}, history, best_state,
                          seconds_before + time.perf_counter() - t0)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, rec)
     if nhwc:
         trainable.to(memory_format=torch.contiguous_format)
     if best_state is None and run is not None and (run / "best.safetensors").is_file():  # state.pt of an older kdlab
@@ -283,14 +290,21 @@ def _repair_checkpoints(run: Path, trainable: Trainable, best_state: dict[str, t
         if name == "last":
             rec = history[epoch] if epoch < len(history) else {}
             ckpt.save_weights(run / "last", trainable.student,
-                              {**meta, "epoch": epoch + 1, "val_acc": rec.get("val_acc")})
+                              {**_of(meta, trainable), "epoch": epoch + 1, "val_acc": rec.get("val_acc")})
         elif best_state is not None:
-            ckpt.save_weights(run / "best", _StateHolder(best_state), {**meta, "epoch": best.get("epoch"),
+            ckpt.save_weights(run / "best", _StateHolder(best_state), {**_of(meta, trainable),
+                                                                       "epoch": best.get("epoch"),
                                                                        "val_acc": best.get("val_acc")})
         else:
             log.warning(f"{problem}; it cannot be rebuilt from {run / 'state.pt'} and is left as it is")
             continue
         log.warning(f"{problem}; rewrote {run / (name + '.safetensors')} from {run / 'state.pt'}")
+
+
+def _of(meta: dict[str, Any], trainable: Trainable) -> dict[str, Any]:
+    """The checkpoint metadata with the spec of the student saved now (a cohort may deploy another peer)."""
+    spec = getattr(trainable.student, "kdlab_spec", None)
+    return {**meta, "model": spec} if spec is not None else meta
 
 
 class _StateHolder(nn.Module):
@@ -319,7 +333,7 @@ def _write_epoch(run: Path, trainable: Trainable, opt: torch.optim.Optimizer,
                  rec: dict, is_best: bool, meta: dict, history: list[dict[str, Any]],
                  best_state: dict[str, torch.Tensor] | None, seconds: float) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    m = {**meta, "epoch": epoch + 1, "val_acc": rec["val_acc"]}
+    m = {**_of(meta, trainable), "epoch": epoch + 1, "val_acc": rec["val_acc"]}
     ckpt.save_weights(run / "last", trainable.student, m)
     if is_best:
         ckpt.save_weights(run / "best", trainable.student, m)

@@ -98,7 +98,10 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
                 isinstance(x, dict) and isinstance(y, dict) for x, y in zip(a, b)):
             for i, (x, y) in enumerate(zip(a, b)):
-                out += config_differences(x, y, f"{key}.{i}.")
+                if x.get("name") != y.get("name"):  # another method: its name says it, not each of its options
+                    out.append(f"{key}.{i}.name")
+                else:
+                    out += config_differences(x, y, f"{key}.{i}.")
         elif a != b:
             out.append(key)
     return out

@@ -27,8 +27,9 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
             valid = [p for p in params if p not in ("num_classes", "in_channels", "image_size")]
             raise ConfigError(f"model {name!r} has no option {bad[0]!r} (options: {', '.join(valid) or 'none'})")
     model = factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
-    model.kdlab_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
-                        "image_size": image_size, **kwargs}
+    # how to rebuild it: recorded in every checkpoint's metadata
+    setattr(model, "kdlab_spec", {"name": name, "num_classes": num_classes, "in_channels": in_channels,
+                                  "image_size": image_size, **kwargs})
     return model
 
 

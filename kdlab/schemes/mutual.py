@@ -11,7 +11,7 @@ reimplementations use and costs one forward per peer).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import Field
@@ -97,7 +97,7 @@ class Cohort(nn.Module):
         for i, o in enumerate(outs):
             for k, v in self.ce(o, None, batch).items():
                 terms[f"{k}/peer{i}"] = v
-            kl = sum(kl_div_soft(o.logits, detached[j], self.T) for j in range(n) if j != i) / (n - 1)
+            kl = cast(Tensor, sum(kl_div_soft(o.logits, detached[j], self.T) for j in range(n) if j != i)) / (n - 1)
             terms[f"dml/peer{i}"] = self.weight * self.T * self.T * kl
         return outs[self.best], terms
 
@@ -117,6 +117,9 @@ def mutual(ctx: SchemeContext, opts: MutualOptions) -> Result:
         accs = [evaluate_model(m, ctx.data.val, ctx.schedule.eval_batch_size)["acc"] for m in cohort.peers]
         rec.update({f"val_acc/peer{i}": a for i, a in enumerate(accs)})
         cohort.observe(accs)
+        # the deployed peer's accuracy now: the loop's best epoch is then exactly the one where the
+        # deployed peer reached its best, and its best checkpoint holds that peer's best weights
+        rec["val_acc"] = accs[cohort.best]
 
     def extra() -> dict[str, Any]:
         rows = []
@@ -128,6 +131,4 @@ def mutual(ctx: SchemeContext, opts: MutualOptions) -> Result:
                          "test_acc": evaluate(m, ctx.data)["acc"]})
         return {"peers": rows, "deployed": cohort.best}
 
-    # the deployed peer's own best weights are restored in extra(); the loop's best_state tracks
-    # whichever peer was deployed at its best epoch, so it is not used
-    return ctx.run(cohort, on_epoch_end=on_epoch_end, use_best=False, extra=extra)
+    return ctx.run(cohort, on_epoch_end=on_epoch_end, extra=extra)

@@ -20,10 +20,17 @@ from kdlab.engine import distributed
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.run import Result, RunOptions, run_trainable
 from kdlab.errors import ConfigError, DataError
+from kdlab.methods import hyperparameters
 from kdlab.models.load import model_for_data
 from kdlab.schemes._common import create_methods
 from kdlab.store.checkpoint import load_meta
 from kdlab.teachers.resolve import resolve_teacher
+
+
+def resolved_method(entry: dict[str, Any]) -> dict[str, Any]:
+    """A methods-list entry with every constructor default written out (what the run really uses)."""
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in hyperparameters(entry["name"]).items()}
+    return {"name": entry["name"], **defaults, **{k: v for k, v in entry.items() if k != "name"}}
 
 
 def default_run_dir(command: str, cfg: RunConfig) -> Path:
@@ -89,7 +96,9 @@ def run_config(cfg: RunConfig, *, command: str = "distill", data: DataSplits | N
     needs_teacher = [type(m).__name__ for m in methods if m.needs]
     if needs_teacher and used is None:
         raise ConfigError(f"method {needs_teacher[0]} needs a teacher: set teacher.checkpoint (or --teacher)")
-    opts = RunOptions(default_run_dir(command, cfg) if save else None, cfg.model_dump(mode="json"), command, cfg.seed,
+    resolved = cfg.model_dump(mode="json")
+    resolved["methods"] = [resolved_method(m) for m in resolved["methods"]]  # every hyperparameter, as used
+    opts = RunOptions(default_run_dir(command, cfg) if save else None, resolved, command, cfg.seed,
                       resume, progress, cfg.tracking, cfg.report)
     # the report re-runs a live teacher on test; a cache only answers for training samples
     return run_trainable(Distiller(student, used, methods), data, cfg.train, opts, loader=loader,

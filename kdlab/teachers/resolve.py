@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 SOURCES = ("checkpoint", "model", "factory", "torchscript", "onnx", "hf")
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
 CHECKPOINT_SUFFIXES = ("", ".safetensors", ".json")
+OUTPUTS_SUFFIXES = (".npy", ".npz")
 FORMS = ("a kdlab checkpoint (run/best or run/best.safetensors), an .onnx file, a TorchScript .pt/.ts file, "
-         "or a transformers model directory")
+         "a transformers model directory, or a .npy/.npz file of its outputs over the training split")
 
 
 class TeacherSpec(Spec):
@@ -130,8 +131,9 @@ def _from_spec(t: TeacherSpec, data: DataSplits, build: Callable[..., nn.Module]
 
 def kind_of_path(path: str | Path) -> str:
     """What a teacher path holds, by its form: ``hf`` (a directory with ``config.json``), ``onnx``,
-    ``torchscript`` (``.pt``, ``.ts``, ``.torchscript``) or ``checkpoint`` (``run/best``,
-    ``run/best.safetensors``); a ConfigError naming the accepted forms for anything else."""
+    ``torchscript`` (``.pt``, ``.ts``, ``.torchscript``), ``checkpoint`` (``run/best``,
+    ``run/best.safetensors``) or ``outputs`` (``.npy``/``.npz`` logits over the training split, see
+    :class:`~kdlab.teachers.from_file.FileTeacher`); a ConfigError naming the accepted forms otherwise."""
     p = Path(path)
     if p.is_dir():
         if (p / "config.json").is_file():
@@ -147,6 +149,8 @@ def kind_of_path(path: str | Path) -> str:
         return "torchscript"
     if suffix in CHECKPOINT_SUFFIXES:
         return "checkpoint"
+    if suffix in OUTPUTS_SUFFIXES:
+        return "outputs"
     raise ConfigError(f"teacher {path}: not a teacher file kdlab reads (a {p.suffix} file); a teacher is {FORMS}. "
                       f"Pickles are never loaded")
 
@@ -154,7 +158,7 @@ def kind_of_path(path: str | Path) -> str:
 def _from_path(path: str | Path, data: DataSplits, stats: tuple[Any, Any] | None = None) -> Teacher:
     kind = kind_of_path(path)
     p = Path(path)
-    if kind in ("onnx", "torchscript") and not p.is_file():
+    if kind in ("onnx", "torchscript", "outputs") and not p.is_file():
         raise ConfigError(f"teacher {path} not found")
     return _load(kind, p, data, str(path), f"teacher {path}", stats)
 
@@ -166,6 +170,14 @@ def _load(kind: str, p: Path, data: DataSplits, where: str, label: str, stats: t
         module, meta = load_model(p)
         check_teacher_meta(meta, data, where)
         return FrozenTeacher(module, user if stats is not None else meta_transform(meta, data))
+    if kind == "outputs":  # a black box known only by its logits over the training split (read without pickle)
+        from kdlab.teachers.from_file import FileTeacher
+
+        file_teacher = FileTeacher(p)
+        if file_teacher.num_classes != data.num_classes:
+            raise IncompatibleError(f"{label} holds {file_teacher.num_classes} classes but dataset {data.name!r} has "
+                                    f"{data.num_classes}")
+        return file_teacher
     if kind == "hf":
         from kdlab.teachers.external import load_hf
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab.data import DATASETS, Augment, Loader, RawData, Split, load_data
-from kdlab.data import fashion_mnist
+from kdlab.data import DATASETS, Augment, Loader, RawData, Split, fashion_mnist, load_data
 from kdlab.data.augment import apply_params, augment, augment_params
 from kdlab.data.fashion_mnist import read_idx
 from kdlab.errors import DataError

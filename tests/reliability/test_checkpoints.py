@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from kdlab.data import load_data
-from kdlab.store import checkpoint as ckpt
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, fit
 from kdlab.errors import CheckpointError, NonFiniteLossError
 from kdlab.methods import create_method
 from kdlab.models import create_model
+from kdlab.store import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")

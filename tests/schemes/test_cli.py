@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from kdlab.cli.main import _register, app
 
-COMMANDS = ["mutual", "self-distill", "assistant", "multi-teacher", "amalgamate", "unlabeled", "lifelong", "cross-modal"]
+COMMANDS = ["mutual", "self-distill", "assistant", "multi-teacher", "amalgamate", "unlabeled", "lifelong",
+            "cross-modal"]
 _register()
 runner = CliRunner()
 

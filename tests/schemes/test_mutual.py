@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from kdlab.api import scheme
 from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.models import create_model
-from kdlab.schemes.mutual import Cohort, mutual
+from kdlab.schemes.mutual import Cohort
 
 from .conftest import FAST, params_grad
 
@@ -43,8 +44,8 @@ def test_dml_is_zero_when_peers_agree(batch):
     assert float(terms["dml/peer0"].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_mutual_trains_peers_of_different_architectures_and_deploys_the_best(digits):
-    r = mutual(["cnn_tiny", "mlp_tiny"], digits, epochs=2, seed=0, **FAST)
+def test_mutual_trains_peers_of_different_architectures_and_deploys_the_best(digits, tmp_path):
+    r = scheme("mutual", digits, epochs=2, seed=0, train=FAST, peers=["cnn_tiny", "mlp_tiny"], out=str(tmp_path / "m"))
     peers = r.extra["peers"]
     assert [p["model"] for p in peers] == ["cnn_tiny", "mlp_tiny"]
     best = max(range(2), key=lambda i: peers[i]["val_acc"])
@@ -52,6 +53,13 @@ def test_mutual_trains_peers_of_different_architectures_and_deploys_the_best(dig
     assert r.test["acc"] == pytest.approx(peers[best]["test_acc"])
     assert all(p["test_acc"] > 0.5 for p in peers)
     assert "val_acc/peer0" in r.history[-1] and "dml/peer1" in "".join(r.history[-1])
+    # the run keeps the deployed peer: its best checkpoint is that peer at its best epoch
+    from kdlab.models.load import load_model
+    from kdlab.schemes._common import evaluate
+
+    best, _ = load_model(tmp_path / "m" / "best")
+    assert evaluate(best, digits)["acc"] == pytest.approx(peers[best_i := r.extra["deployed"]]["test_acc"])
+    assert best_i == r.extra["deployed"]
 
 
 def test_bad_cohorts(batch):

@@ -10,8 +10,8 @@ from kdlab.core import Batch
 from kdlab.data import load_data
 from kdlab.models import create_model
 from kdlab.teachers import FrozenTeacher
-from tests.conftest import trained_like_bn
 from kdlab.teachers.accelerate import AcceleratedTeacher, accelerate_live, features_needed
+from tests.conftest import trained_like_bn
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,9 @@ def test_a_disagreeing_pass_is_not_used(digits, monkeypatch):
 
 
 def test_run_uses_the_accelerated_teacher_and_matches_eager(digits, tmp_path, monkeypatch):
-    import kdlab.teachers.accelerate as acc
     from safetensors.torch import save_file
+
+    import kdlab.teachers.accelerate as acc
 
     used: list[object] = []
     real = acc.accelerate_live

@@ -247,3 +247,16 @@ def test_spec_sources_modules_and_teachers(digits, tmp_path):
         resolve_teacher(3, digits)  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="cannot be loaded into 'cnn_small'"):
         resolve_teacher(TeacherSpec(model={"name": "cnn_small"}, weights=str(stem) + ".safetensors"), digits)
+
+
+def test_a_file_of_outputs_is_a_teacher_and_its_class_count_is_checked(tmp_path):
+    """Any scheme that takes a teacher path takes a black box given as its logits (.npz/.npy)."""
+    from kdlab.teachers.from_file import FileTeacher
+    from kdlab.teachers.resolve import resolve_teacher
+
+    data = load_data("digits")
+    np.savez(tmp_path / "t.npz", logits=np.zeros((len(data.train), 10), np.float32))
+    assert isinstance(resolve_teacher(str(tmp_path / "t.npz"), data), FileTeacher)
+    np.save(tmp_path / "three.npy", np.zeros((len(data.train), 3), np.float32))
+    with pytest.raises(IncompatibleError, match="holds 3 classes but dataset 'digits' has 10"):
+        resolve_teacher(str(tmp_path / "three.npy"), data)

@@ -1,0 +1,63 @@
+"""Every command runs under the real launcher: `torchrun --nproc-per-node 2 -m kdlab <command> ...`
+(gloo on CPU) finishes, rank 0 alone reports, and the run directory has the common layout
+(stages included). One epoch on digits each: a smoke test, not a numerical comparison (see
+test_ddp.py for the exact one)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reliability._helpers import make_teacher
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+LAYOUT = {"config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors", "state.pt", "summary.json"}
+COMMON = ["--data", "digits", "--epochs", "1", "--batch-size", "64", "--quiet", "threads=1", "report=false"]
+COMMANDS = {
+    "train": (["train", "--model", "mlp_tiny"], []),
+    "distill": (["distill", "--teacher", "t/best", "--student", "mlp_tiny", "--method", "kd"], []),
+    "mutual": (["mutual", "--peers", "mlp_tiny,mlp_tiny"], []),
+    "self-distill": (["self-distill", "--kind", "born-again", "--model", "mlp_tiny", "--generations", "1"], None),
+    "assistant": (["assistant", "--teacher", "t/best", "--assistant", "mlp_tiny", "--student", "mlp_tiny",
+                   "--no-direct"], ["assistant0"]),
+    "multi-teacher": (["multi-teacher", "--teachers", "t/best,t/best", "--student", "mlp_tiny"], []),
+    "amalgamate": (["amalgamate", "--teachers", "mlp_tiny,mlp_tiny", "--student", "mlp_tiny", "--no-baseline"],
+                   ["teacher0", "teacher1"]),
+    "unlabeled": (["unlabeled", "--teacher", "t/best", "--student", "mlp_tiny", "--labeled", "0.3",
+                   "--no-baseline"], []),
+    "lifelong": (["lifelong", "--model", "mlp_tiny", "--no-baseline"], ["old"]),
+    "cross-modal": (["cross-modal", "--teacher", "mlp_tiny", "--student", "mlp_tiny", "--no-baseline"], ["teacher"]),
+}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("torchrun")
+    make_teacher(d / "t")
+    return d
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_command_under_torchrun(work: Path, name: str) -> None:
+    args, stages = COMMANDS[name]
+    out = f"tr-{name}"
+    cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(_port()), "-m", "kdlab", *args, *COMMON,
+           "--out", out]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDLAB_DIST_BACKEND": "gloo"}
+    p = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    assert p.stdout.count("run directory:") == 1, p.stdout  # rank 0 alone reports
+    run = work / out
+    assert LAYOUT <= {f.name for f in run.iterdir()}, sorted(f.name for f in run.iterdir())
+    for stage in stages or [d.name for d in run.iterdir() if d.is_dir() and (d / "config.yaml").is_file()]:
+        assert LAYOUT <= {f.name for f in (run / stage).iterdir()}, stage
