@@ -70,3 +70,21 @@ def test_no_teacher_config_trains(tmp_path, monkeypatch):
     assert r.test["acc"] > 0.3 and (tmp_path / cfg.out / "summary.json").is_file()
     with pytest.raises(ConfigError, match="did you mean 'train.epochs'"):
         load_config("t.yaml", ["train.epoch=2"])
+
+
+def test_init_scheme_writes_a_starter_for_every_scheme(tmp_path):
+    from kdlab.schemes import SCHEMES, scheme_options
+
+    assert set(SCHEMES.names()) == {"mutual", "self-distill", "assistant", "multi-teacher", "amalgamate", "unlabeled",
+                                    "lifelong", "cross-modal"}
+    for name in SCHEMES.names():
+        path = tmp_path / f"{name}.yaml"
+        res = invoke("init", str(path), "--scheme", name)
+        assert res.exit_code == 0, res.output
+        cfg = load_config(path)
+        opts = scheme_options(name, cfg.scheme)
+        assert opts == SCHEMES.get(name).options()  # every option written, at its default
+        for key in SCHEMES.get(name).options.model_fields:
+            assert re.search(rf"^  {key}:", path.read_text(), re.M), (name, key)
+    res = invoke("init", str(tmp_path / "x.yaml"), "--scheme", "mutal")
+    assert res.exit_code != 0 and "did you mean 'mutual'" in str(res.exception)
