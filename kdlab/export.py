@@ -73,12 +73,12 @@ class ExportResult:
 
     def table(self) -> str:
         head = (f"{'artifact':<22}{'size KB':>10}{'ms @1':>10}{f'ms @{self.batch}':>11}"
-                f"{'top-1':>8}{'max |Δ|':>11}{'agree':>8}{'speed-up':>10}")
+                f"{'top-1':>8}{'max |Δ|':>11}{'agree':>8}{'speed-up @1':>13}")
         lines = [head]
         for a in self.artifacts:
             lines.append(f"{a.name:<22}{a.size_kb:>10.1f}{a.latency_b1_ms:>10.3f}{a.latency_batch_ms:>11.2f}"
                          f"{_pct(a.acc):>8}{_sci(a.max_abs_diff):>11}{_pct(a.agreement):>8}"
-                         f"{(f'{a.speedup:.1f}×' if a.speedup else '–'):>10}")
+                         f"{(f'{a.speedup:.1f}×' if a.speedup else '–'):>13}")
         return "\n".join(lines)
 
 

@@ -69,10 +69,12 @@ def size_on_disk_bytes(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def interleaved_latency_ms(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int = 1,
-                           rounds: int = 15, warmup: int = 2, max_seconds: float = 10.0) -> list[float]:
-    """Median forward time of each model, timed round-robin (one call per model per round) so
-    that load from other processes on shared cores falls on every model alike."""
+def interleaved_latency_stats(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int = 1,
+                              rounds: int = 15, warmup: int = 2,
+                              max_seconds: float = 10.0) -> list[tuple[float, float]]:
+    """(median, half the interquartile range) of each model's forward time in ms, timed round-robin
+    (one call per model per round) so that load from other processes on shared cores falls on
+    every model alike."""
     was = [m.training for m in models]
     for m in models:
         m.eval()
@@ -91,4 +93,21 @@ def interleaved_latency_ms(models: list[nn.Module], input_shape: tuple[int, ...]
             break
     for m, w in zip(models, was):
         m.train(w)
-    return [statistics.median(t) for t in times]
+    out: list[tuple[float, float]] = []
+    for ts in times:
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+        out.append((statistics.median(ts), (q[2] - q[0]) / 2))
+    return out
+
+
+def architecture_key(model: nn.Module) -> str:
+    """Models with the same key have the same architecture (and so the same cost): the registered
+    spec when there is one, else the module types and parameter shapes."""
+    import json
+
+    spec = getattr(model, "kdlab_spec", None)
+    if spec:
+        return json.dumps(spec, sort_keys=True, default=str)
+    parts = [type(m).__name__ for m in model.modules()]
+    parts += [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
+    return "|".join(parts)

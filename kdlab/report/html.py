@@ -331,8 +331,8 @@ def render_html(rd: ReportData, sections: list[Section]) -> str:
     if rd.rows:
         parts.append("<h2>Models compared</h2>")
         parts.append(_table(rd.rows, [("name", "model"), ("acc", "test top-1"), ("params", "params"),
-                                      ("latency_b1_ms", "ms @1"), ("latency_b256_ms", "ms @256"),
-                                      ("size_kb", "size KB"), ("speedup", "speed-up")]))
+                                      ("latency_b1_ms", "ms @ batch 1"), ("latency_b256_ms", "ms @ batch 256"),
+                                      ("size_kb", "size KB"), ("speedup", "speed-up @ batch 256")]))
         parts.append(f"<p class='muted'>source: {html.escape(rd.rows_source)}</p>")
     if rd.notes:
         parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in rd.notes) + "</ul>")
