@@ -33,12 +33,15 @@ class Batch:
     targets: ``[B]`` class ids, or None for unlabeled data.
     index:   ``[B]`` sample ids in the dataset split, so a cached teacher can answer.
     view:    ``[B]`` augmentation view ids; ``(index, view)`` identifies exactly what the model saw.
+    mix:     for mixed inputs (mixup/cutmix): ``(partner targets [B] or None, λ [B])``; each input
+             is λ of the sample ``targets`` labels and 1 − λ of its partner. None: not mixed.
     """
 
     inputs: Inputs
     targets: Tensor | None = None
     index: Tensor | None = None
     view: Tensor | None = None
+    mix: tuple[Tensor | None, Tensor] | None = None
 
     def __len__(self) -> int:
         x = self.inputs
@@ -51,6 +54,8 @@ class Batch:
             targets=None if self.targets is None else self.targets.to(device),
             index=None if self.index is None else self.index.to(device),
             view=None if self.view is None else self.view.to(device),
+            mix=None if self.mix is None else (None if self.mix[0] is None else self.mix[0].to(device),
+                                               self.mix[1].to(device)),
         )
 
 

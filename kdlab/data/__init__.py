@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core import Batch, DataInfo
-from kdlab.data.augment import Augment, augment
+from kdlab.data.augment import Augment, augment, mix, mix_params
 from kdlab.errors import ConfigError, DataError
 from kdlab.registry import Registry
 from kdlab.spec import Spec
@@ -74,7 +74,10 @@ class DataSpec(Spec):
     root: str | None = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     subset: int | None = Field(None, gt=0)
-    augment: bool | None = None  # None: the dataset's default
+    augment: bool | None = None  # crop + flip; None: the dataset's default
+    # mix training inputs with a partner sample (mixup | cutmix), the same view for teacher and student
+    mix: Literal["none", "mixup", "cutmix"] = "none"
+    mix_alpha: float = Field(1.0, gt=0)  # λ ~ Beta(α, α); 1: uniform
     split_seed: int = Field(0, ge=0)  # seed of the train/val(/test) split and of the subset
     options: dict[str, Any] = {}
 
@@ -193,11 +196,21 @@ class Loader:
                 break
             x = self.split.gather(idx)
             view = torch.full_like(idx, view_id)
-            if self.augment is not None:
-                x = augment(x, idx, view, self.seed, self.augment)
             y = None if self.split.y is None else self.split.y[idx]
+            mixed = None
+            if self.augment is not None:
+                cfg = self.augment
+                if cfg.crops and x.dim() == 4:
+                    x = augment(x, idx, view, self.seed, cfg)
+                if cfg.mix != "none":  # the partner is itself augmented as its own (index, view)
+                    partner, lam = mix_params(idx, view, self.seed, len(self.split), cfg)
+                    px = self.split.gather(partner)
+                    if cfg.crops and px.dim() == 4:
+                        px = augment(px, partner, view, self.seed, cfg)
+                    x, lam = mix(x, px, lam, idx, view, self.seed, cfg)
+                    mixed = (None if self.split.y is None else self.split.y[partner], lam)
             ids = idx if self.split.index is None else self.split.index[idx]
-            yield Batch(x, y, ids, view if self.augment is not None else torch.zeros_like(idx))
+            yield Batch(x, y, ids, view if self.augment is not None else torch.zeros_like(idx), mixed)
 
 
 def _stats(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -211,7 +224,8 @@ def _stats(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 
 
 def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, split_seed: int = 0,
-              subset: int | None = None, augment: bool | None = None, **kwargs: Any) -> DataSplits:
+              subset: int | None = None, augment: bool | None = None, mix: str = "none", mix_alpha: float = 1.0,
+              **kwargs: Any) -> DataSplits:
     """Load a registered dataset into train/val/test splits made by :func:`split_rows`.
 
     The val split (and, for a source without an official test split, the test split) is carved
@@ -253,9 +267,17 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
     if len(val) == 0:  # val_fraction=0: select on the test split, as the published CIFAR recipes do
         val = test
     use_aug = raw.augment if augment is None else augment
-    aug = Augment(pad=raw.pad, flip=True) if use_aug and x.dim() == 4 else None
+    if mix not in ("none", "mixup", "cutmix"):
+        raise ConfigError(f"data.mix must be none, mixup or cutmix, not {mix!r}")
+    if mix == "cutmix" and x.dim() != 4:
+        raise ConfigError(f"data.mix=cutmix pastes image boxes, but {name!r} holds vectors; use data.mix=mixup")
+    crop = bool(use_aug and x.dim() == 4)
+    aug = None
+    if crop or mix != "none":
+        aug = Augment(pad=raw.pad if crop else 0, flip=crop, mix=mix, mix_alpha=mix_alpha)
     provenance = {"name": name, "root": root, "options": dict(kwargs), "val_fraction": val_fraction,
-                  "subset": subset, "split_seed": split_seed, "augment": augment, "source_rows": n_total,
+                  "subset": subset, "split_seed": split_seed, "augment": augment, "mix": mix, "mix_alpha": mix_alpha,
+                  "source_rows": n_total,
                   "source_fingerprint": _content_fingerprint(x, y), "official_test": test_idx is None,
                   "train_rows_fingerprint": rows_fingerprint(tr_idx)}
     return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx)
@@ -264,13 +286,13 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
 def load_data_spec(spec: DataSpec) -> DataSplits:
     """:func:`load_data` for a ``data:`` config section."""
     return load_data(spec.name, root=spec.root, val_fraction=spec.val_fraction, split_seed=spec.split_seed,
-                     subset=spec.subset, augment=spec.augment, **spec.options)
+                     subset=spec.subset, augment=spec.augment, mix=spec.mix, mix_alpha=spec.mix_alpha, **spec.options)
 
 
 def spec_of(provenance: dict[str, Any]) -> DataSpec:
     """The DataSpec a checkpoint's recorded provenance describes (to reload its data)."""
-    keys = ("name", "root", "options", "val_fraction", "subset", "split_seed", "augment")
-    return DataSpec(**{k: provenance[k] for k in keys if k in provenance and provenance[k] is not None or k == "root"})
+    keys = ("name", "root", "options", "val_fraction", "subset", "split_seed", "augment", "mix", "mix_alpha")
+    return DataSpec(**{k: provenance[k] for k in keys if provenance.get(k) is not None})
 
 
 def data_for_checkpoint(meta: dict[str, Any], name: str | None = None, root: str | None = None) -> DataSplits:

@@ -10,7 +10,10 @@ from kdlab.methods import register_method
 
 @register_method("ce")
 class CE(Method):
-    """Cross-entropy on labels (the supervised term; skipped for unlabeled batches)."""
+    """Cross-entropy on labels (the supervised term; skipped for unlabeled batches).
+
+    On mixed inputs (``batch.mix``, mixup/cutmix) it is λ·CE(y) + (1 − λ)·CE(y_partner) per sample.
+    """
 
     needs = frozenset()
     family = "supervised"
@@ -26,5 +29,10 @@ class CE(Method):
         if batch.targets is None:
             return {}
         logits = student.logits.flatten(0, -2) if student.logits.dim() > 2 else student.logits
+        if batch.mix is not None and batch.mix[0] is not None:
+            partner, lam = batch.mix
+            ce = lambda y: F.cross_entropy(logits, y, label_smoothing=self.label_smoothing,  # noqa: E731
+                                           reduction="none")
+            return {"ce": self.weight * (lam * ce(batch.targets) + (1 - lam) * ce(partner)).mean()}
         loss = F.cross_entropy(logits, batch.targets.flatten(), label_smoothing=self.label_smoothing, ignore_index=-100)
         return {"ce": self.weight * loss}

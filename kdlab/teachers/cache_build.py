@@ -108,7 +108,8 @@ def identity(teacher: Teacher | None, data: DataSplits, teacher_hash: str | None
     th = teacher_hash or (None if teacher is None else teacher_fingerprint(teacher))
     return {"teacher": th, "teacher_transform": None if teacher is None else transform_fingerprint(teacher),
             "data": data.fingerprint(), "dataset": data.name,
-            "augment": None if aug is None else {"pad": aug.pad, "flip": aug.flip},
+            "augment": None if aug is None else {"pad": aug.pad, "flip": aug.flip, **(
+                {"mix": aug.mix, "mix_alpha": aug.mix_alpha} if aug.mix != "none" else {})},
             "transform": {"mean": [round(float(v), 6) for v in s.mean.reshape(-1)],
                           "std": [round(float(v), 6) for v in s.std.reshape(-1)], "scale": s.scale}}
 
