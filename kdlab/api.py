@@ -133,17 +133,16 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None
     else:
         module = model
     if data is None:
-        from kdlab.data import load_data_spec, spec_of
+        from kdlab.data import data_for_checkpoint
 
-        prov = meta.get("data_provenance")
-        if not prov:
+        if not meta.get("data_provenance"):
             raise ConfigError(f"{model}: the checkpoint does not record its data; pass the data (--data NAME)")
-        d = load_data_spec(spec_of(prov))
+        d = data_for_checkpoint(meta)
     else:
         d = data if isinstance(data, DataSplits) else load_data(data, **data_kwargs)
     s: Split = getattr(d, split)
     if meta:
-        check_teacher_meta(meta, d, str(model))
+        check_teacher_meta(meta, d, str(model), what="checkpoint")
         if "mean" in meta and len(d.input_shape) == 3:  # evaluate with the checkpoint's own normalisation
             s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
     if s.y is None:

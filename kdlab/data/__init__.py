@@ -306,7 +306,12 @@ def data_for_checkpoint(meta: dict[str, Any], name: str | None = None, root: str
         spec = spec_of(prov)
         if root is not None:
             spec = spec.model_copy(update={"root": root})
-        return load_data_spec(spec)
+        data = load_data_spec(spec)
+        if prov.get("view"):  # trained on a view of the data (cross-modal): see it the same way
+            from kdlab.data.views import view_data
+
+            data = view_data(data, prov["view"])
+        return data
     name = name or meta.get("data")
     if not name:
         raise ConfigError("the checkpoint does not record which dataset it was trained on: give --data NAME")

@@ -27,6 +27,7 @@ from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.evaluate.metrics import predict
 from kdlab.methods._common import kl_div_soft
 from kdlab.models.contract import as_outputs
+from kdlab.models.expanded import ExpandedModel, expanded_spec
 from kdlab.models.load import load_model
 from kdlab.schemes._common import SchemeContext, check_classes, is_model_name, register_scheme, restrict
 from kdlab.spec import Spec
@@ -45,32 +46,6 @@ class LifelongOptions(Spec):
     baseline: bool = True  # also fine-tune without the LwF term (stage finetune/)
 
 
-class ExpandedModel(nn.Module):
-    """An old model (its logits = ``old_classes``) plus a new linear head on its ``pooled``
-    embedding (``new_classes``); ``forward`` returns logits over ``num_classes`` in the union's
-    label order (classes in neither list get −1e4)."""
-
-    old_idx: Tensor
-    new_idx: Tensor
-
-    def __init__(self, old: nn.Module, old_classes: Sequence[int], new_classes: Sequence[int], num_classes: int,
-                 embed_dim: int) -> None:
-        super().__init__()
-        self.backbone = old
-        self.new_head = nn.Linear(embed_dim, len(new_classes))
-        self.register_buffer("old_idx", torch.tensor(list(old_classes), dtype=torch.long))
-        self.register_buffer("new_idx", torch.tensor(list(new_classes), dtype=torch.long))
-        self.num_classes = num_classes
-
-    def forward(self, x: Tensor) -> Outputs:
-        o = as_outputs(self.backbone(x))
-        new = self.new_head(o.features["pooled"])
-        z = o.logits.new_full((o.logits.shape[0], self.num_classes), -1e4)
-        z[:, self.old_idx] = o.logits
-        z[:, self.new_idx] = new.to(z.dtype)
-        return Outputs(z, o.features)
-
-
 def expand(old: nn.Module, old_classes: Sequence[int], new_classes: Sequence[int], num_classes: int,
            sample: Tensor) -> ExpandedModel:
     """A trainable copy of ``old`` with a new head (``sample``: a few inputs, to read the embedding size)."""
@@ -87,7 +62,10 @@ def expand(old: nn.Module, old_classes: Sequence[int], new_classes: Sequence[int
     if o.logits.shape[-1] != len(old_classes):
         raise IncompatibleError(f"the old model predicts {o.logits.shape[-1]} classes but {len(old_classes)} old "
                                 f"classes were given")
-    return ExpandedModel(model, old_classes, new_classes, num_classes, o.features["pooled"].shape[-1])
+    out = ExpandedModel(model, old_classes, new_classes, num_classes, o.features["pooled"].shape[-1])
+    # what create_model("expanded", ...) would record, so the saved student rebuilds from its checkpoint
+    setattr(out, "kdlab_spec", expanded_spec(out, getattr(old, "kdlab_spec", None)))
+    return out
 
 
 class LwF(nn.Module):

@@ -205,23 +205,24 @@ def _load(kind: str, p: Path, data: DataSplits, where: str, label: str, stats: t
 
 # ---------------------------------------------------------------- checks
 
-def check_teacher_meta(meta: dict[str, Any], data: DataSplits, where: str) -> None:
-    """Refuse a teacher whose recorded classes or input shape (a checkpoint's metadata) do not
-    match ``data``; ``where`` names the teacher in the message."""
+def check_teacher_meta(meta: dict[str, Any], data: DataSplits, where: str, what: str = "teacher") -> None:
+    """Refuse a model whose recorded classes or input shape (a checkpoint's metadata) do not
+    match ``data``; ``what`` and ``where`` name it in the message (``teacher runs/t/best``)."""
     n = len(meta.get("classes") or []) or (meta.get("model") or {}).get("num_classes")
     if n and n != data.num_classes:
-        raise IncompatibleError(f"teacher {where} predicts {n} classes but dataset {data.name!r} has "
+        raise IncompatibleError(f"{what} {where} predicts {n} classes but dataset {data.name!r} has "
                                 f"{data.num_classes}")
     shape = meta.get("input_shape")
     if shape:
-        _check_shape(tuple(shape), data, where)
+        _check_shape(tuple(shape), data, where, what=what)
 
 
-def _check_shape(shape: Sequence[int] | None, data: DataSplits, where: str, why: str = "") -> None:
+def _check_shape(shape: Sequence[int] | None, data: DataSplits, where: str, why: str = "",
+                 what: str = "teacher") -> None:
     if shape is None or list(shape) == list(data.input_shape):
         return
     note = f" ({why})" if why else ""
-    raise IncompatibleError(f"teacher {where} expects inputs {tuple(shape)}{note} but dataset {data.name!r} gives "
+    raise IncompatibleError(f"{what} {where} expects inputs {tuple(shape)}{note} but dataset {data.name!r} gives "
                             f"{tuple(data.input_shape)}")
 
 

@@ -61,3 +61,11 @@ def test_command_under_torchrun(work: Path, name: str) -> None:
     assert LAYOUT <= {f.name for f in run.iterdir()}, sorted(f.name for f in run.iterdir())
     for stage in stages or [d.name for d in run.iterdir() if d.is_dir() and (d / "config.yaml").is_file()]:
         assert LAYOUT <= {f.name for f in (run / stage).iterdir()}, stage
+    # the deployed student rebuilds from its checkpoint alone, finds its data (and view) and scores
+    # what the run reported (a peer, an expanded LwF model, a student on a low-resolution view)
+    import json
+
+    from kdlab.api import evaluate
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert evaluate(run / "best")["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-6)
