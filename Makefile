@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup setup-test data browser demo test teacher clean
+.PHONY: setup setup-test data browser demo test teacher teachers clean
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,19 @@ teacher: setup data
 	$(BIN)/kdlab train configs/fmnist_teacher.yaml
 	cp runs/fmnist-teacher/best.safetensors kdlab/assets/fmnist_teacher.safetensors
 	cp runs/fmnist-teacher/best.json kdlab/assets/fmnist_teacher.json
+
+# The strong Fashion-MNIST teachers (configs/teachers/*.yaml): hours on 2 CPU cores, so every run is
+# resumable: an interrupted `make teachers` continues where it stopped. Runs live in $(TEACHER_RUNS)
+# (outside the work tree by default, so a fresh checkout keeps the progress of an earlier one).
+TEACHER_RUNS ?= $(HOME)/.cache/kdlab/teacher-runs
+teachers: setup data
+	@for cfg in configs/teachers/*.yaml; do \
+	  name=$$(basename $$cfg .yaml); \
+	  $(BIN)/kdlab train $$cfg --out $(TEACHER_RUNS)/$$name --resume --quiet || exit 1; \
+	  mkdir -p kdlab/assets/teachers; \
+	  cp $(TEACHER_RUNS)/$$name/best.safetensors kdlab/assets/teachers/$$name.safetensors; \
+	  cp $(TEACHER_RUNS)/$$name/best.json kdlab/assets/teachers/$$name.json; \
+	done
 
 clean:
 	rm -rf $(VENV) runs
