@@ -52,9 +52,25 @@ def expanded_spec(model: ExpandedModel, backbone_spec: dict[str, Any] | None) ->
 @register_model("expanded")
 def expanded(num_classes: int, in_channels: int = 3, image_size: int = 32, backbone: dict[str, Any] | None = None,
              old_classes: Sequence[int] = (), new_classes: Sequence[int] = (), embed_dim: int = 0) -> nn.Module:
-    """An LwF student's architecture: ``backbone`` (a registered model's spec) + a head for ``new_classes``."""
-    if not backbone or not old_classes or not new_classes or embed_dim < 1:
-        raise ConfigError("model 'expanded' is the architecture of a Learning-without-Forgetting student: it needs "
-                          "backbone (a model spec), old_classes, new_classes and embed_dim")
-    spec = dict(backbone)
-    return ExpandedModel(create_model(spec.pop("name"), **spec), old_classes, new_classes, num_classes, embed_dim)
+    """An LwF student's architecture: ``backbone`` (a registered model's spec) + a head for ``new_classes``.
+
+    Defaults (for building one from scratch): a ``cnn_tiny`` backbone over the first half of the
+    classes, the head over the rest, the embedding size read from the backbone.
+    """
+    if num_classes < 2:
+        raise ConfigError("model 'expanded' needs at least 2 classes (old ones and new ones)")
+    old = list(old_classes) or list(range(num_classes // 2))
+    new = list(new_classes) or [c for c in range(num_classes) if c not in old]
+    spec = dict(backbone or {"name": "cnn_tiny", "num_classes": len(old), "in_channels": in_channels,
+                             "image_size": image_size})
+    model = create_model(spec.pop("name"), **spec)
+    if embed_dim < 1:
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            o = as_outputs(model(torch.zeros(1, in_channels, image_size, image_size)))
+            model.train(was)
+        if "pooled" not in o.features:
+            raise ConfigError(f"model 'expanded': backbone {spec} has no 'pooled' feature for the new head")
+        embed_dim = int(o.features["pooled"].shape[-1])
+    return ExpandedModel(model, old, new, num_classes, embed_dim)

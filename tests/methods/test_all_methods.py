@@ -42,7 +42,8 @@ def _info():
 
 
 def test_pairs_cover_every_family():
-    fams = {n.split("_")[0].rstrip("0123456789x") for n in list_models()}
+    # "expanded" (an LwF student) wraps another registered family's model and adds a head
+    fams = {n.split("_")[0].rstrip("0123456789x") for n in list_models() if n != "expanded"}
     used = {n.split("_")[0].rstrip("0123456789x") for p in PAIRS for n in p}
     assert fams <= used, fams - used
 
