@@ -4,26 +4,9 @@ from typing import List, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, csv_list, pct, run_scheme_command
+from kdlab.cli.common import EXTRA, class_list, csv_list, pct, run_scheme_command
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
-from kdlab.errors import ConfigError
-
-
-def parse_classes(spec: str) -> list[int]:
-    """``0-4`` or ``0,2,4`` or ``0-2,7`` → class ids."""
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out += list(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise ConfigError(f"bad class list {spec!r}: use e.g. 0-4 or 0,2,4") from None
-    return out
 
 
 @app.command("amalgamate", context_settings=EXTRA)
@@ -73,7 +56,7 @@ def amalgamate_cmd(ctx: typer.Context,
         "amalgamate", config, ctx.args,
         flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
                "train.batch_size": batch_size, "out": out},
-        scheme={"teachers": csv_list(teachers, "--teachers"), "classes": [parse_classes(s) for s in split] if split
-                else None, "student": student, "combine": combine, "T": T, "teacher_epochs": teacher_epochs,
-                "baseline": baseline},
+        scheme={"teachers": csv_list(teachers, "--teachers"),
+                "classes": [class_list(s, "--split") for s in split] if split else None, "student": student,
+                "combine": combine, "T": T, "teacher_epochs": teacher_epochs, "baseline": baseline},
         resume=resume, quiet=quiet, as_json=as_json, lines=lines)

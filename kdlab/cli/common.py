@@ -125,3 +125,21 @@ def csv_list(s: str | None, what: str) -> list[str] | None:
     if not items:
         raise ConfigError(f"{what} is empty")
     return items
+
+
+def class_list(spec: str | None, what: str) -> list[int] | None:
+    """``0-4`` or ``0,2,4`` or ``0-2,7`` → class ids (None stays None); ``what`` names the flag."""
+    if spec is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"bad class list {what} {spec!r}: use e.g. 0-4 or 0,2,4") from None
+    return out

@@ -4,28 +4,9 @@ from typing import Any, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, pct, run_scheme_command
+from kdlab.cli.common import EXTRA, class_list, pct, run_scheme_command
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
-from kdlab.errors import ConfigError
-
-
-def class_list(spec: str | None, what: str) -> list[int] | None:
-    """``0-4`` or ``0,2,4`` or ``0-2,7`` → class ids (None stays None)."""
-    if spec is None:
-        return None
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out += list(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise ConfigError(f"bad class list {what} {spec!r}: use e.g. 0-4 or 0,2,4") from None
-    return out
 
 
 @app.command("lifelong", context_settings=EXTRA)

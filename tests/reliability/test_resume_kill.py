@@ -1,7 +1,6 @@
 """A real `kdlab distill` process killed with SIGKILL mid-run and restarted with --resume ends with
 exactly the metrics and the weights of an uninterrupted run with the same seed (CPU, one thread)."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests._resume import ENV
+from tests._resume import finish as _finish
+from tests._resume import metrics as _metrics
+from tests._resume import summary as _summary
 from tests.reliability._helpers import make_teacher
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 EPOCHS = 6
 # dropout draws from the torch RNG every step, so the RNG state must resume exactly too
 ARGS = ["distill", "--teacher", "t/best", "--student", "mlp", "--data", "digits", "--epochs", str(EPOCHS),
@@ -23,23 +25,6 @@ ARGS = ["distill", "--teacher", "t/best", "--student", "mlp", "--data", "digits"
 def _start(out: str, cwd: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "kdlab", *ARGS, "--out", out, *extra], cwd=cwd, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p: subprocess.Popen) -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args} failed ({p.returncode}):\n{out}\n{err}"
-    return err
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
-
-
-def _summary(run: Path) -> dict:
-    s = json.loads((run / "summary.json").read_text())
-    s.pop("train_seconds")
-    return s
 
 
 @pytest.fixture(scope="module")

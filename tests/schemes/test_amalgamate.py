@@ -4,7 +4,7 @@ import yaml
 from typer.testing import CliRunner
 
 from kdlab.api import scheme
-from kdlab.cli.amalgamate import parse_classes
+from kdlab.cli.common import class_list
 from kdlab.cli.main import _register, app
 from kdlab.core import Batch, Outputs
 from kdlab.errors import ConfigError
@@ -88,9 +88,9 @@ def test_amalgamate_refuses_bad_class_lists_before_training(digits):
 
 
 def test_cli_class_lists():
-    assert parse_classes("0-4") == [0, 1, 2, 3, 4] and parse_classes("0-2,7") == [0, 1, 2, 7]
+    assert class_list("0-4", "--split") == [0, 1, 2, 3, 4] and class_list("0-2,7", "--split") == [0, 1, 2, 7]
     with pytest.raises(ConfigError, match="bad class list"):
-        parse_classes("a-b")
+        class_list("a-b", "--split")
 
 
 def test_yaml_config_with_class_lists_and_overrides(tmp_path):

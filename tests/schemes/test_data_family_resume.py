@@ -2,15 +2,17 @@
 `kdlab lifelong` process killed with SIGKILL during its last stage and restarted with --resume
 replays its finished stages (old/, finetune/) and ends with exactly the metrics and the summary of
 an uninterrupted run; a resume with a changed scheme option is refused (CPU, one thread)."""
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+from tests._resume import ENV
+from tests._resume import finish as _finish
+from tests._resume import metrics as _metrics
+from tests._resume import summary as _summary
+
 EPOCHS = 6
 ARGS = ["lifelong", "--model", "mlp_tiny", "--old", "0-4", "--old-epochs", "2", "--data", "digits", "--epochs",
         str(EPOCHS), "--batch-size", "16", "--quiet", "threads=1", "seed=1", "report=false"]
@@ -19,23 +21,6 @@ ARGS = ["lifelong", "--model", "mlp_tiny", "--old", "0-4", "--old-epochs", "2", 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "kdlab", *ARGS, "--out", str(out), *extra], cwd=out.parent,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p: subprocess.Popen) -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args!r} failed ({p.returncode}):\n{out}\n{err}"
-    return err
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
-
-
-def _summary(run: Path) -> dict:
-    s = json.loads((run / "summary.json").read_text())
-    s.pop("train_seconds")
-    return s
 
 
 def test_sigkill_in_the_last_stage_then_resume_matches_uninterrupted(tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 `kdlab assistant` process killed with SIGKILL mid-run and restarted with --resume ends with exactly
 the metrics of an uninterrupted run (finished stages replayed, the interrupted one continued); a
 resume with a changed scheme option is refused in one line (CPU, one thread)."""
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kdlab.cli.main import _register, app
+from tests._resume import ENV
+from tests._resume import finish as _finish
+from tests._resume import metrics as _metrics
+from tests._resume import summary as _summary
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 EPOCHS = 5
 ARGS = ["assistant", "--teacher", "mlp_tiny", "--teacher-epochs", "2", "--assistant", "cnn_tiny", "--student",
         "mlp_tiny", "--direct", "--data", "digits", "--epochs", str(EPOCHS), "--batch-size", "16", "--quiet",
@@ -26,23 +27,6 @@ STAGES = ("teacher", "assistant0", "direct", ".")
 def _start(out: str, cwd: Path, *extra: str) -> "subprocess.Popen[str]":
     return subprocess.Popen([sys.executable, "-m", "kdlab", *ARGS, "--out", out, *extra], cwd=cwd, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p: "subprocess.Popen[str]") -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args!r} failed ({p.returncode}):\n{out}\n{err}"
-    return err
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
-
-
-def _summary(run: Path) -> dict:
-    s = json.loads((run / "summary.json").read_text())
-    s.pop("train_seconds")
-    return s
 
 
 @pytest.fixture(scope="module")

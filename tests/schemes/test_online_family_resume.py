@@ -1,15 +1,17 @@
 """Online distillation under the run lifecycle: a real `kdlab mutual` process killed with SIGKILL
 after its first epochs and restarted with --resume ends with exactly the metrics, the deployed peer
 and the summary of an uninterrupted run (each peer's best weights live in the cohort's state)."""
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+from tests._resume import ENV
+from tests._resume import finish as _finish
+from tests._resume import metrics as _metrics
+from tests._resume import summary as _summary
+
 EPOCHS = 6
 ARGS = ["mutual", "--peers", "mlp_tiny,cnn_tiny", "--data", "digits", "--epochs", str(EPOCHS), "--batch-size", "16",
         "--quiet", "threads=1", "seed=2", "report=false"]
@@ -18,23 +20,6 @@ ARGS = ["mutual", "--peers", "mlp_tiny,cnn_tiny", "--data", "digits", "--epochs"
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "kdlab", *ARGS, "--out", str(out), *extra], cwd=out.parent,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p: subprocess.Popen) -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args!r} failed ({p.returncode}):\n{out}\n{err}"
-    return err
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
-
-
-def _summary(run: Path) -> dict:
-    s = json.loads((run / "summary.json").read_text())
-    s.pop("train_seconds")
-    return s
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:

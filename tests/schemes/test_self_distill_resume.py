@@ -7,8 +7,6 @@ metrics and the summary of an uninterrupted run, for every kind (real processes,
 
 A resume with a changed scheme option is refused with one line naming the key.
 """
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +18,11 @@ import pytest
 import torch
 import yaml
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+from tests._resume import ENV
+from tests._resume import finish as _finish
+from tests._resume import metrics as _metrics
+from tests._resume import summary as _summary
+
 COMMON: dict[str, Any] = {"data": {"name": "digits"}, "train": {"batch_size": 16}, "seed": 1, "threads": 1,
                           "report": False}
 # kind: (scheme section, epochs, the stage directory watched, epochs saved there before the kill)
@@ -34,12 +36,6 @@ KINDS: dict[str, tuple[dict[str, Any], int, str, int]] = {
 def _kdlab(cwd: Path, *args: str) -> "subprocess.Popen[str]":
     return subprocess.Popen([sys.executable, "-m", "kdlab", "self-distill", *args], cwd=cwd, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p: "subprocess.Popen[str]") -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, f"{p.args!r} failed ({p.returncode}):\n{out}\n{err}"
-    return err
 
 
 def _lines(path: Path) -> int:
@@ -56,17 +52,6 @@ def _saved(run: Path, epochs: int) -> bool:
         return _lines(m) >= epochs and s.stat().st_mtime_ns >= m.stat().st_mtime_ns
     except OSError:
         return False
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
-
-
-def _summary(run: Path) -> dict:
-    s = json.loads((run / "summary.json").read_text())
-    s.pop("train_seconds")
-    return s
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
