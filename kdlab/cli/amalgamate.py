@@ -4,7 +4,25 @@ from typing import List, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, class_list, csv_list, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    class_list,
+    csv_list,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -23,15 +41,15 @@ def amalgamate_cmd(ctx: typer.Context,
                    teacher_epochs: Optional[int] = typer.Option(None, help="epochs for each teacher trained here"),
                    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                                            help="also train the student with all labels (default on)"),
-                   data: Optional[str] = typer.Option(None, help=H["data"]),
-                   subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                   epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                   seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                   batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                   out: Optional[str] = typer.Option(None, help=H["out"]),
-                   resume: bool = typer.Option(False, help=H["resume"]),
-                   quiet: bool = typer.Option(False, help=H["quiet"]),
-                   as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                   data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                   subset: Optional[int] = SUBSET,
+                   epochs: Optional[int] = EPOCHS,
+                   seed: Optional[int] = SEED, lr: Optional[float] = LR,
+                   batch_size: Optional[int] = BATCH_SIZE,
+                   out: Optional[str] = OUT,
+                   resume: bool = RESUME,
+                   quiet: bool = QUIET,
+                   as_json: bool = JSON) -> None:
     """Amalgamate teachers of disjoint class subsets into one student over all classes, with no
     joint labels.
 
@@ -54,8 +72,7 @@ def amalgamate_cmd(ctx: typer.Context,
 
     run_scheme_command(
         "amalgamate", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"teachers": csv_list(teachers, "--teachers"),
                 "classes": [class_list(s, "--split") for s in split] if split else None, "student": student,
                 "combine": combine, "T": T, "teacher_epochs": teacher_epochs, "baseline": baseline},

@@ -86,6 +86,27 @@ SCHEME_HELP = {
 }
 
 
+# the options every scheme command shares (one definition, reused by each command's signature)
+DATA = typer.Option(None, help=SCHEME_HELP["data"])
+ROOT = typer.Option(None, help="dataset file or directory (data.root)")
+SUBSET = typer.Option(None, help=SCHEME_HELP["subset"])
+EPOCHS = typer.Option(None, help=SCHEME_HELP["epochs"])
+SEED = typer.Option(None, help="seed of the weights and the batch order (the split follows data.split_seed)")
+LR = typer.Option(None, help=SCHEME_HELP["lr"])
+BATCH_SIZE = typer.Option(None, help=SCHEME_HELP["batch_size"])
+OUT = typer.Option(None, help=SCHEME_HELP["out"])
+RESUME = typer.Option(False, help=SCHEME_HELP["resume"])
+QUIET = typer.Option(False, help=SCHEME_HELP["quiet"])
+JSON = typer.Option(False, "--json", help=SCHEME_HELP["json"])
+
+
+def run_flags(data: str | None, root: str | None, subset: int | None, epochs: int | None, seed: int | None,
+              lr: float | None, batch_size: int | None, out: str | None) -> dict[str, Any]:
+    """The shared options as config keys."""
+    return {"data.name": data, "data.root": root, "data.subset": subset, "train.epochs": epochs, "seed": seed,
+            "train.lr": lr, "train.batch_size": batch_size, "out": out}
+
+
 def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags: dict[str, Any],
                        scheme: dict[str, Any], resume: bool, quiet: bool, as_json: bool,
                        lines: Callable[[Any], list[str]]) -> None:

@@ -4,7 +4,23 @@ from typing import Any, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -31,15 +47,15 @@ def cross_modal_cmd(ctx: typer.Context,
                                                             "(default on)"),
                     save_teacher_outputs: Optional[str] = typer.Option(None, help="write the teacher's outputs over "
                                                                        "the training split to this .npz"),
-                    data: Optional[str] = typer.Option(None, help=H["data"]),
-                    subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                    epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                    seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                    batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                    out: Optional[str] = typer.Option(None, help=H["out"]),
-                    resume: bool = typer.Option(False, help=H["resume"]),
-                    quiet: bool = typer.Option(False, help=H["quiet"]),
-                    as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                    data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                    subset: Optional[int] = SUBSET,
+                    epochs: Optional[int] = EPOCHS,
+                    seed: Optional[int] = SEED, lr: Optional[float] = LR,
+                    batch_size: Optional[int] = BATCH_SIZE,
+                    out: Optional[str] = OUT,
+                    resume: bool = RESUME,
+                    quiet: bool = QUIET,
+                    as_json: bool = JSON) -> None:
     """Cross-modal / black-box distillation: the teacher sees one view, the student another
     (paired by sample id), or the teacher is only a file of per-sample outputs.
 
@@ -62,8 +78,7 @@ def cross_modal_cmd(ctx: typer.Context,
 
     run_scheme_command(
         "cross-modal", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"teacher": teacher, "student": student, "teacher_view": teacher_view, "student_view": student_view,
                 "method": method, "alpha": alpha, "T": T, "teacher_epochs": teacher_epochs, "baseline": baseline,
                 "save_teacher_outputs": save_teacher_outputs},

@@ -4,7 +4,24 @@ from typing import Any, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, class_list, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    class_list,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -21,15 +38,15 @@ def lifelong_cmd(ctx: typer.Context,
                  weight: Optional[float] = typer.Option(None, help="distillation weight λ_o (default 1)"),
                  baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                                          help="also fine-tune without distillation (default on)"),
-                 data: Optional[str] = typer.Option(None, help=H["data"]),
-                 subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                 epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                 seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                 batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                 out: Optional[str] = typer.Option(None, help=H["out"]),
-                 resume: bool = typer.Option(False, help=H["resume"]),
-                 quiet: bool = typer.Option(False, help=H["quiet"]),
-                 as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                 data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                 subset: Optional[int] = SUBSET,
+                 epochs: Optional[int] = EPOCHS,
+                 seed: Optional[int] = SEED, lr: Optional[float] = LR,
+                 batch_size: Optional[int] = BATCH_SIZE,
+                 out: Optional[str] = OUT,
+                 resume: bool = RESUME,
+                 quiet: bool = QUIET,
+                 as_json: bool = JSON) -> None:
     """Learning without Forgetting: learn new classes from new data only while distilling the old
     model's answers; reports old- and new-class accuracy with and without distillation.
 
@@ -53,8 +70,7 @@ def lifelong_cmd(ctx: typer.Context,
 
     run_scheme_command(
         "lifelong", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"model": model, "old_classes": class_list(old, "--old"), "new_classes": class_list(new, "--new"),
                 "old_epochs": old_epochs, "T": T, "weight": weight, "baseline": baseline},
         resume=resume, quiet=quiet, as_json=as_json, lines=lines)

@@ -4,7 +4,24 @@ from typing import Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, csv_list, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    csv_list,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 from kdlab.errors import ConfigError
@@ -38,16 +55,16 @@ def multi_teacher_cmd(ctx: typer.Context,
                       alpha: Optional[float] = typer.Option(None, help="weight of the response-family methods "
                                                             "(default: the paper's; kd 0.9)"),
                       T: Optional[float] = typer.Option(None, "--T", help="temperature (default: the paper's; kd 4)"),
-                      data: Optional[str] = typer.Option(None, help=H["data"]),
-                      subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                      epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                      seed: Optional[int] = typer.Option(None),
-                      lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                      batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                      out: Optional[str] = typer.Option(None, help=H["out"]),
-                      resume: bool = typer.Option(False, help=H["resume"]),
-                      quiet: bool = typer.Option(False, help=H["quiet"]),
-                      as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                      data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                      subset: Optional[int] = SUBSET,
+                      epochs: Optional[int] = EPOCHS,
+                      seed: Optional[int] = SEED,
+                      lr: Optional[float] = LR,
+                      batch_size: Optional[int] = BATCH_SIZE,
+                      out: Optional[str] = OUT,
+                      resume: bool = RESUME,
+                      quiet: bool = QUIET,
+                      as_json: bool = JSON) -> None:
     """Several teachers, one student: averaged, weighted, confidence/entropy-weighted per sample,
     a random teacher per iteration, or logits from one teacher and features from another.
 
@@ -67,8 +84,7 @@ def multi_teacher_cmd(ctx: typer.Context,
 
     run_scheme_command(
         "multi-teacher", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"teachers": csv_list(teachers, "--teachers"), "student": student, "mode": mode,
                 "weights": _numbers(weights, "--weights", float), "combine": combine, "method": method,
                 "logits_from": _numbers(logits_from, "--logits-from", int),

@@ -4,7 +4,24 @@ from typing import Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, csv_list, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    csv_list,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -16,14 +33,14 @@ def mutual_cmd(ctx: typer.Context,
                                                    "default cnn_tiny,cnn_small)"),
                T: Optional[float] = typer.Option(None, "--T", help="temperature of the peer KL terms (default 1)"),
                weight: Optional[float] = typer.Option(None, help="weight of each peer's KL to the others (default 1)"),
-               data: Optional[str] = typer.Option(None, help=H["data"]),
-               subset: Optional[int] = typer.Option(None, help=H["subset"]),
-               epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-               seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-               batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-               out: Optional[str] = typer.Option(None, help=H["out"]),
-               resume: bool = typer.Option(False, help=H["resume"]), quiet: bool = typer.Option(False, help=H["quiet"]),
-               as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+               data: Optional[str] = DATA, root: Optional[str] = ROOT,
+               subset: Optional[int] = SUBSET,
+               epochs: Optional[int] = EPOCHS,
+               seed: Optional[int] = SEED, lr: Optional[float] = LR,
+               batch_size: Optional[int] = BATCH_SIZE,
+               out: Optional[str] = OUT,
+               resume: bool = RESUME, quiet: bool = QUIET,
+               as_json: bool = JSON) -> None:
     """Online distillation (deep mutual learning): peers train together, each learning from the others.
 
     Examples:
@@ -36,8 +53,7 @@ def mutual_cmd(ctx: typer.Context,
     """
     run_scheme_command(
         "mutual", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"peers": csv_list(peers, "--peers"), "T": T, "weight": weight},
         resume=resume, quiet=quiet, as_json=as_json,
         lines=lambda r: [f"peer{i} {p['model']:<14} test acc {pct(p['test_acc'])}  (best val {pct(p['val_acc'])})"

@@ -4,7 +4,23 @@ from typing import Any, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -37,15 +53,15 @@ def self_distill_cmd(ctx: typer.Context,
                      T: Optional[float] = typer.Option(None, "--T", help="temperature (byot 3, others 4)"),
                      hint: Optional[float] = typer.Option(None, help="byot: weight of the exits' L2 hint (default "
                                                           "0.03)"),
-                     data: Optional[str] = typer.Option(None, help=H["data"]),
-                     subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                     epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                     seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                     batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                     out: Optional[str] = typer.Option(None, help=H["out"]),
-                     resume: bool = typer.Option(False, help=H["resume"]),
-                     quiet: bool = typer.Option(False, help=H["quiet"]),
-                     as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                     data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                     subset: Optional[int] = SUBSET,
+                     epochs: Optional[int] = EPOCHS,
+                     seed: Optional[int] = SEED, lr: Optional[float] = LR,
+                     batch_size: Optional[int] = BATCH_SIZE,
+                     out: Optional[str] = OUT,
+                     resume: bool = RESUME,
+                     quiet: bool = QUIET,
+                     as_json: bool = JSON) -> None:
     """Self-distillation: auxiliary exits taught by the deepest one (byot), born-again generations,
     or a snapshot of the model teaching its own last epochs.
 
@@ -64,8 +80,7 @@ def self_distill_cmd(ctx: typer.Context,
     """
     run_scheme_command(
         "self-distill", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"kind": kind, "model": model, "generations": generations, "teacher": teacher, "at_epoch": at_epoch,
                 "method": method, "alpha": alpha, "T": T, "hint": hint},
         resume=resume, quiet=quiet, as_json=as_json, lines=_lines)

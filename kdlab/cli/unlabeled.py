@@ -4,7 +4,23 @@ from typing import Any, Optional
 
 import typer
 
-from kdlab.cli.common import EXTRA, pct, run_scheme_command
+from kdlab.cli.common import (
+    BATCH_SIZE,
+    DATA,
+    EPOCHS,
+    EXTRA,
+    JSON,
+    LR,
+    OUT,
+    QUIET,
+    RESUME,
+    ROOT,
+    SEED,
+    SUBSET,
+    pct,
+    run_flags,
+    run_scheme_command,
+)
 from kdlab.cli.common import SCHEME_HELP as H
 from kdlab.cli.main import app
 
@@ -26,15 +42,15 @@ def unlabeled_cmd(ctx: typer.Context,
                   baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                                           help="also train the student on the labeled part alone "
                                                           "(default on)"),
-                  data: Optional[str] = typer.Option(None, help=H["data"]),
-                  subset: Optional[int] = typer.Option(None, help=H["subset"]),
-                  epochs: Optional[int] = typer.Option(None, help=H["epochs"]),
-                  seed: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None, help=H["lr"]),
-                  batch_size: Optional[int] = typer.Option(None, help=H["batch_size"]),
-                  out: Optional[str] = typer.Option(None, help=H["out"]),
-                  resume: bool = typer.Option(False, help=H["resume"]),
-                  quiet: bool = typer.Option(False, help=H["quiet"]),
-                  as_json: bool = typer.Option(False, "--json", help=H["json"])) -> None:
+                  data: Optional[str] = DATA, root: Optional[str] = ROOT,
+                  subset: Optional[int] = SUBSET,
+                  epochs: Optional[int] = EPOCHS,
+                  seed: Optional[int] = SEED, lr: Optional[float] = LR,
+                  batch_size: Optional[int] = BATCH_SIZE,
+                  out: Optional[str] = OUT,
+                  resume: bool = RESUME,
+                  quiet: bool = QUIET,
+                  as_json: bool = JSON) -> None:
     """Less labelling: a labeled fraction plus an unlabeled pool that the teacher soft-labels.
 
     Examples:
@@ -54,8 +70,7 @@ def unlabeled_cmd(ctx: typer.Context,
 
     run_scheme_command(
         "unlabeled", config, ctx.args,
-        flags={"data.name": data, "data.subset": subset, "train.epochs": epochs, "seed": seed, "train.lr": lr,
-               "train.batch_size": batch_size, "out": out},
+        flags=run_flags(data, root, subset, epochs, seed, lr, batch_size, out),
         scheme={"teacher": teacher, "student": student, "labeled": labeled, "method": method, "alpha": alpha, "T": T,
                 "labeled_epochs": labeled_epochs, "baseline": baseline},
         resume=resume, quiet=quiet, as_json=as_json, lines=lines)
