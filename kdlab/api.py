@@ -58,7 +58,7 @@ def _config(data: DataSplits, student: str, methods: list[dict[str, Any]], epoch
         raise ConfigError(f"unknown argument {bad[0]!r} (training options: {', '.join(sorted(keys))})")
     prov = data.provenance
     spec = {k: prov[k] for k in ("name", "root", "val_fraction", "subset", "split_seed", "augment", "mix", "mix_alpha",
-                                 "options")
+                                 "teacher_view", "options")
             if prov.get(k) is not None} or {"name": data.name}
     base: dict[str, Any] = {"data": spec, "student": {"name": student}, "methods": methods,
                             "train": {"epochs": epochs, **train_options}, "seed": seed, "out": out}

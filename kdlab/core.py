@@ -35,6 +35,8 @@ class Batch:
     view:    ``[B]`` augmentation view ids; ``(index, view)`` identifies exactly what the model saw.
     mix:     for mixed inputs (mixup/cutmix): ``(partner targets [B] or None, λ [B])``; each input
              is λ of the sample ``targets`` labels and 1 − λ of its partner. None: not mixed.
+    teacher_inputs: what a live teacher sees instead of ``inputs`` (another view of the same samples,
+             ``data.teacher_view``); None: the same view as the student (consistent teaching).
     """
 
     inputs: Inputs
@@ -42,6 +44,11 @@ class Batch:
     index: Tensor | None = None
     view: Tensor | None = None
     mix: tuple[Tensor | None, Tensor] | None = None
+    teacher_inputs: Inputs | None = None
+
+    def for_teacher(self) -> "Batch":
+        """The batch a live teacher answers: ``teacher_inputs`` in place of ``inputs`` when set."""
+        return self if self.teacher_inputs is None else replace(self, inputs=self.teacher_inputs, teacher_inputs=None)
 
     def __len__(self) -> int:
         x = self.inputs
@@ -56,6 +63,7 @@ class Batch:
             view=None if self.view is None else self.view.to(device),
             mix=None if self.mix is None else (None if self.mix[0] is None else self.mix[0].to(device),
                                                self.mix[1].to(device)),
+            teacher_inputs=None if self.teacher_inputs is None else _to(self.teacher_inputs, device),
         )
 
 

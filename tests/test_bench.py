@@ -60,3 +60,38 @@ def test_a_supplied_teacher_is_described_by_its_own_training(tmp_path):
     run_bench(cfg, tmp_path / "b", log=lambda *_: None)
     md = (tmp_path / "b" / "results.md").read_text()
     assert "teacher 3 epochs" in md and "teacher 1 epochs" not in md
+
+
+def test_tune_search_picks_on_validation_and_entries_override_data(tmp_path):
+    import csv
+
+    import yaml
+
+    cfg = load_bench("configs/bench/digits_smoke.yaml", [
+        "seeds=[0, 1]", "student_train.epochs=1", "teacher_train.epochs=1", "data.augment=true",
+        "methods=[{name: kd, label: kd_tuned, tune: {T: [1.0, 8.0]}}, "
+        "{name: kd, label: kd_clean, data: {teacher_view: clean}}]"])
+    seen: list[str] = []
+    run_bench(cfg, tmp_path, log=seen.append)
+    search = list(csv.DictReader(open(tmp_path / "search.csv")))
+    assert {r["candidate"] for r in search} == {"T=1.0", "T=8.0"} and {r["seed"] for r in search} == {"0"}
+    best = max(search, key=lambda r: float(r["val_acc"]))["candidate"]
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {r["method"] for r in rows} >= {f"kd_tuned (tuned {best})", "kd_clean"}
+    used = yaml.safe_load((tmp_path / "runs" / "cnn_small-cnn_tiny" / "kd_tuned" / "s1" / "config.yaml").read_text())
+    assert [m for m in used["methods"] if m["name"] == "kd"][0]["T"] == float(best[2:])
+    clean = yaml.safe_load((tmp_path / "runs" / "cnn_small-cnn_tiny" / "kd_clean" / "s0" / "config.yaml").read_text())
+    assert clean["data"]["teacher_view"] == "clean"
+    md = (tmp_path / "results.md").read_text()
+    assert "Weight search" in md and "T=1.0" in md
+    seen.clear()
+    run_bench(cfg, tmp_path, log=seen.append)  # all finished: nothing runs again
+    assert not [line for line in seen if "seed" in line]
+    assert not (tmp_path / "runs" / "cnn_small-cnn_tiny" / "kd_tuned" / "s0").exists()  # the search's run is reused
+
+
+def test_a_gain_inside_the_seed_spread_is_labelled_noise():
+    from kdlab.bench import within_noise
+
+    assert within_noise(0.002, [0.90, 0.91, 0.92], [0.90, 0.905, 0.91])
+    assert not within_noise(0.02, [0.92, 0.925, 0.93], [0.90, 0.905, 0.91])

@@ -78,6 +78,9 @@ class DataSpec(Spec):
     # mix training inputs with a partner sample (mixup | cutmix), the same view for teacher and student
     mix: Literal["none", "mixup", "cutmix"] = "none"
     mix_alpha: float = Field(1.0, gt=0)  # λ ~ Beta(α, α); 1: uniform
+    # what a live teacher sees: the student's own augmented view ("same": consistent teaching, Beyer
+    # et al. 2022), another view of the same sample ("independent") or the plain sample ("clean")
+    teacher_view: Literal["same", "independent", "clean"] = "same"
     split_seed: int = Field(0, ge=0)  # seed of the train/val(/test) split and of the subset
     options: dict[str, Any] = {}
 
@@ -150,6 +153,9 @@ def split_rows(n: int, *, split_seed: int, val_fraction: float, subset: int | No
     return tr_idx, val_idx, test_idx
 
 
+INDEPENDENT_VIEW = 1 << 20  # offset of the teacher's views under data.teacher_view=independent
+
+
 class Loader:
     """Yields Batches from a Split.
 
@@ -194,24 +200,36 @@ class Loader:
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
-            x = self.split.gather(idx)
             view = torch.full_like(idx, view_id)
             y = None if self.split.y is None else self.split.y[idx]
-            mixed = None
-            if self.augment is not None:
-                cfg = self.augment
-                if cfg.crops and x.dim() == 4:
-                    x = augment(x, idx, view, self.seed, cfg)
-                if cfg.mix != "none":  # the partner is itself augmented as its own (index, view)
-                    partner, lam = mix_params(idx, view, self.seed, len(self.split), cfg)
-                    px = self.split.gather(partner)
-                    if cfg.crops and px.dim() == 4:
-                        px = augment(px, partner, view, self.seed, cfg)
-                    x, lam = mix(x, px, lam, idx, view, self.seed, cfg)
-                    mixed = (None if self.split.y is None else self.split.y[partner], lam)
+            x, mixed = self.view_of(idx, view)
+            t_x = None
+            if self.augment is not None and self.augment.teacher_view == "clean":
+                t_x = self.split.gather(idx)
+            elif self.augment is not None and self.augment.teacher_view == "independent":
+                # a view id no training epoch uses: other crop, flip, mixing partner and λ
+                t_x = self.view_of(idx, view + INDEPENDENT_VIEW)[0]
             ids = idx if self.split.index is None else self.split.index[idx]
-            yield Batch(x, y, ids, view if self.augment is not None else torch.zeros_like(idx), mixed)
+            yield Batch(x, y, ids, view if self.augment is not None else torch.zeros_like(idx), mixed, t_x)
 
+    def view_of(self, idx: Tensor, view: Tensor) -> tuple[Tensor, tuple[Tensor | None, Tensor] | None]:
+        """Samples ``idx`` ``[B]`` (rows of the split) as augmentation view ``view`` ``[B]``: the inputs
+        and, when mixed, (partner targets, λ). A pure function of (seed, idx, view)."""
+        x = self.split.gather(idx)
+        cfg = self.augment
+        if cfg is None:
+            return x, None
+        if cfg.crops and x.dim() == 4:
+            x = augment(x, idx, view, self.seed, cfg)
+        if cfg.mix == "none":
+            return x, None
+        # the partner is itself augmented as its own (index, view)
+        partner, lam = mix_params(idx, view, self.seed, len(self.split), cfg)
+        px = self.split.gather(partner)
+        if cfg.crops and px.dim() == 4:
+            px = augment(px, partner, view, self.seed, cfg)
+        x, lam = mix(x, px, lam, idx, view, self.seed, cfg)
+        return x, (None if self.split.y is None else self.split.y[partner], lam)
 
 def _stats(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     xf = x.float() * scale
@@ -225,7 +243,7 @@ def _stats(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 
 def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, split_seed: int = 0,
               subset: int | None = None, augment: bool | None = None, mix: str = "none", mix_alpha: float = 1.0,
-              **kwargs: Any) -> DataSplits:
+              teacher_view: str = "same", **kwargs: Any) -> DataSplits:
     """Load a registered dataset into train/val/test splits made by :func:`split_rows`.
 
     The val split (and, for a source without an official test split, the test split) is carved
@@ -274,10 +292,15 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
     crop = bool(use_aug and x.dim() == 4)
     aug = None
     if crop or mix != "none":
-        aug = Augment(pad=raw.pad if crop else 0, flip=crop, mix=mix, mix_alpha=mix_alpha)
+        aug = Augment(pad=raw.pad if crop else 0, flip=crop, mix=mix, mix_alpha=mix_alpha, teacher_view=teacher_view)
+    if teacher_view not in ("same", "independent", "clean"):
+        raise ConfigError(f"data.teacher_view must be same, independent or clean, not {teacher_view!r}")
+    if teacher_view != "same" and aug is None:
+        raise ConfigError(f"data.teacher_view={teacher_view} needs augmentation to differ from the student's view: "
+                          "set data.augment=true or data.mix")
     provenance = {"name": name, "root": root, "options": dict(kwargs), "val_fraction": val_fraction,
                   "subset": subset, "split_seed": split_seed, "augment": augment, "mix": mix, "mix_alpha": mix_alpha,
-                  "source_rows": n_total,
+                  **({"teacher_view": teacher_view} if teacher_view != "same" else {}), "source_rows": n_total,
                   "source_fingerprint": _content_fingerprint(x, y), "official_test": test_idx is None,
                   "train_rows_fingerprint": rows_fingerprint(tr_idx)}
     return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx)
@@ -286,12 +309,14 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
 def load_data_spec(spec: DataSpec) -> DataSplits:
     """:func:`load_data` for a ``data:`` config section."""
     return load_data(spec.name, root=spec.root, val_fraction=spec.val_fraction, split_seed=spec.split_seed,
-                     subset=spec.subset, augment=spec.augment, mix=spec.mix, mix_alpha=spec.mix_alpha, **spec.options)
+                     subset=spec.subset, augment=spec.augment, mix=spec.mix, mix_alpha=spec.mix_alpha,
+                     teacher_view=spec.teacher_view, **spec.options)
 
 
 def spec_of(provenance: dict[str, Any]) -> DataSpec:
     """The DataSpec a checkpoint's recorded provenance describes (to reload its data)."""
-    keys = ("name", "root", "options", "val_fraction", "subset", "split_seed", "augment", "mix", "mix_alpha")
+    keys = ("name", "root", "options", "val_fraction", "subset", "split_seed", "augment", "mix", "mix_alpha",
+            "teacher_view")
     return DataSpec(**{k: provenance[k] for k in keys if provenance.get(k) is not None})
 
 

@@ -23,6 +23,7 @@ class Augment:
     flip: bool = True
     mix: str = "none"  # none | mixup (Zhang et al. 2018) | cutmix (Yun et al. 2019)
     mix_alpha: float = 1.0  # λ ~ Beta(α, α); 1: λ uniform on [0, 1]
+    teacher_view: str = "same"  # same | independent | clean: what a live teacher sees (Batch.teacher_inputs)
 
     @property
     def crops(self) -> bool:

@@ -61,13 +61,27 @@ class Distiller(nn.Module):
         # the teacher first: its activations are freed before the student's graph holds memory, so the
         # allocator reuses warm pages (student-first measured 1.25x slower per KD step on CPU, resnet56 ->
         # resnet20, batch 128, one thread, interleaved in one process; end-to-end: benchmarks/speed.md)
-        t = self.teacher(batch) if self.teacher is not None else None
+        t = self.teacher(batch.for_teacher()) if self.teacher is not None else None
         s = as_outputs(self.student(batch.inputs))
         terms: dict[str, Tensor] = {}
-        for m in self.methods:
-            for k, v in m(s, t, batch).items():
-                terms[k] = terms[k] + v if k in terms else v
-        return s, terms
+        # under bf16 autocast the losses still run in float32: CPU autocast keeps log_softmax in bf16,
+        # which would round a KL between near-equal distributions away
+        with torch.autocast(s.logits.device.type, enabled=False):
+            s32, t32 = _float32(s), (_float32(t) if t is not None else None)
+            for m in self.methods:
+                for k, v in m(s32, t32, batch).items():
+                    terms[k] = terms[k] + v if k in terms else v
+        return s32, terms
+
+
+def _float32(o: Outputs) -> Outputs:
+    """``o`` with its floating tensors in float32 (a no-op without autocast: same tensors back)."""
+    def f(x: Tensor) -> Tensor:
+        return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+    if o.logits.dtype == torch.float32 and all(v.dtype == torch.float32 or not v.is_floating_point()
+                                               for v in o.features.values()):
+        return o
+    return Outputs(f(o.logits), {k: f(v) for k, v in o.features.items()}, o.mask)
 
 
 def _probe(who: str, fn, arg, batch: Batch):

@@ -64,12 +64,15 @@ def make_scheduler(opt: torch.optim.Optimizer, s: Schedule) -> torch.optim.lr_sc
 
 
 def train_step(trainable: Trainable | nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
-               grad_clip: float | None = None, step: int = 0) -> tuple[dict[str, float], torch.Tensor]:
+               grad_clip: float | None = None, step: int = 0,
+               autocast: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """One optimisation step: forward, sum the weighted terms, backward, step.
 
+    ``autocast``: run the forward under bf16 autocast (on the batch's device).
     Returns the terms as floats and the student's logits (for running accuracy).
     """
-    out, terms = trainable(batch)
+    with torch.autocast(_device_type(batch), dtype=torch.bfloat16, enabled=autocast):
+        out, terms = trainable(batch)
     loss = cast(torch.Tensor, sum(terms.values()))
     if not torch.isfinite(loss):
         bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "loss")
@@ -83,6 +86,11 @@ def train_step(trainable: Trainable | nn.Module, batch: Batch, optimizer: torch.
     logged = {k: float(v.detach()) for k, v in terms.items()}
     logged["loss"] = float(loss.detach())
     return logged, out.logits.detach()
+
+
+def _device_type(batch: Batch) -> str:
+    x = batch.inputs
+    return (x if isinstance(x, torch.Tensor) else next(iter(x.values()))).device.type
 
 
 def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int = 0,
@@ -176,7 +184,8 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
         for batch in bar:
             if dev.type != "cpu":
                 batch = batch.to(dev)
-            logged, logits = train_step(net, batch, opt, schedule.grad_clip, step)
+            logged, logits = train_step(net, batch, opt, schedule.grad_clip, step,
+                                         autocast=schedule.precision == "bf16")
             step += 1
             n = len(batch)
             count += n

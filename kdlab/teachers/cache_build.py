@@ -306,6 +306,10 @@ def cache_for_run(spec: CacheSpec, data: DataSplits, teacher: Teacher | None, *,
     """The cached teacher and the student's loader (global ``batch_size``, seeded like fit's own
     loader) for a run with a ``cache:`` section: builds, reuses or rebuilds the cache as needed."""
     views = spec.views
+    if data.augment is not None and data.augment.teacher_view != "same":
+        raise ConfigError(f"data.teacher_view={data.augment.teacher_view} needs a live teacher: a cache holds the "
+                          "teacher's answer to the student's own view; drop the cache section or use "
+                          "data.teacher_view=same")
     if data.augment is None and views is not None and views > 1:
         if log:
             log(f"cache.views={views} ignored: augmentation is off, so every view is the same input")

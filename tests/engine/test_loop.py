@@ -168,3 +168,36 @@ def test_channels_last_trains_the_same_model_and_hands_back_contiguous_weights(d
     fit(Distiller(m, None, [create_method("ce"), spy]), digits, Schedule(epochs=1, batch_size=256, channels_last=True),
         progress=False)
     assert seen and all(seen) and conv.weight.is_contiguous()
+
+
+def test_bf16_precision_runs_the_forwards_in_bf16_and_the_losses_in_float32(digits):
+    from kdlab.engine.loop import train_step
+
+    t = _teacher(digits)
+    s = create_model("cnn_tiny", 10, 1, 8)
+    seen = {}
+
+    class Probe(torch.nn.Module):  # records the dtypes the method is handed
+        needs = True
+
+        def forward(self, st, te, batch):
+            seen["dtypes"] = (st.logits.dtype, te.logits.dtype)
+            return {"kd": create_method("kd")(st, te, batch)["kd"]}
+
+    d = Distiller(s, FrozenTeacher(t), [create_method("ce"), Probe()])
+    batch = Batch(digits.train.gather(torch.arange(64)), digits.train.y[:64])
+    opt = torch.optim.SGD(s.parameters(), lr=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raw = s(batch.inputs)
+    assert (raw.logits if hasattr(raw, "logits") else raw).dtype == torch.bfloat16  # autocast reaches the model
+    logged, logits = train_step(d, batch, opt, autocast=True)
+    assert seen["dtypes"] == (torch.float32, torch.float32) and logits.dtype == torch.float32
+    assert all(torch.isfinite(torch.tensor(v)) for v in logged.values())
+    r = fit(Distiller(create_model("cnn_tiny", 10, 1, 8), None, [create_method("ce")]), digits,
+            Schedule(epochs=3, batch_size=64, precision="bf16"), progress=False)
+    assert r.best["val_acc"] > 0.5  # it learns
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(Exception, match="fp32"):
+        Schedule(precision="fp16")
