@@ -139,6 +139,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="runs/bench-speed")
     ap.add_argument("--out", default=str(ROOT / "speed.json"))
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=ARMS, help="a subset of the arms (default: all)")
+    ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="environment of every arm's process, e.g. MALLOC_ARENA_MAX=1 (default: none)")
     ap.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:
@@ -146,10 +149,12 @@ def main() -> None:
     sys.path.insert(0, str(ROOT.parent))
     work = Path(args.work)
     _prepare(args, work)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT.parent)}
-    times: dict[str, list[float]] = {a: [] for a in ARMS}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT.parent),
+           **dict(e.split("=", 1) for e in args.env)}
+    arms = list(args.arms)
+    times: dict[str, list[float]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for arm in (ARMS if r % 2 == 0 else list(reversed(ARMS))):
+        for arm in (arms if r % 2 == 0 else list(reversed(arms))):
             cmd = [sys.executable, __file__, "--arm", arm, "--teacher", args.teacher, "--student", args.student,
                    "--subset", str(args.subset), "--batch", str(args.batch), "--threads", str(args.threads),
                    "--work", str(work)]
@@ -157,29 +162,29 @@ def main() -> None:
             if p.returncode != 0:
                 raise SystemExit(f"{arm} failed:\n{p.stderr[-3000:]}")
             times[arm].append(json.loads(p.stdout.strip().splitlines()[-1])["seconds"])
-        print(f"round {r}: " + ", ".join(f"{a} {times[a][-1]:.2f}s" for a in ARMS), flush=True)
+        print(f"round {r}: " + ", ".join(f"{a} {times[a][-1]:.2f}s" for a in arms), flush=True)
     med = {a: statistics.median(v) for a, v in times.items()}
-    ratios = {"kdlab_eager / hand_kd": med["kdlab_eager"] / med["hand_kd"],
-              "kdlab_onnx / hand_kd": med["kdlab_onnx"] / med["hand_kd"],
-              "kdlab_cached / kdlab_alone": med["kdlab_cached"] / med["kdlab_alone"],
-              "kdlab_alone / hand_alone": med["kdlab_alone"] / med["hand_alone"],
-              "kdlab_cached / hand_alone": med["kdlab_cached"] / med["hand_alone"]}
+    pairs = {k: (a, b) for k, (a, b) in {"kdlab_eager / hand_kd": ("kdlab_eager", "hand_kd"),
+                                          "kdlab_onnx / hand_kd": ("kdlab_onnx", "hand_kd"),
+                                          "kdlab_cached / kdlab_alone": ("kdlab_cached", "kdlab_alone"),
+                                          "kdlab_alone / hand_alone": ("kdlab_alone", "hand_alone"),
+                                          "kdlab_cached / hand_alone": ("kdlab_cached", "hand_alone")}.items()
+             if a in times and b in times}
+    ratios = {k: med[a] / med[b] for k, (a, b) in pairs.items()}
     # ratios within each round too: load that drifts between rounds cancels in them
     per_round = {k: statistics.median(times[a][i] / times[b][i] for i in range(args.rounds))
-                 for k, (a, b) in {"kdlab_eager / hand_kd": ("kdlab_eager", "hand_kd"),
-                                   "kdlab_onnx / hand_kd": ("kdlab_onnx", "hand_kd"),
-                                   "kdlab_cached / kdlab_alone": ("kdlab_cached", "kdlab_alone"),
-                                   "kdlab_alone / hand_alone": ("kdlab_alone", "hand_alone"),
-                                   "kdlab_cached / hand_alone": ("kdlab_cached", "hand_alone")}.items()}
+                 for k, (a, b) in pairs.items()}
     res = {"setup": vars(args) | {"cpu_count": os.cpu_count()}, "seconds": times, "median": med, "ratios": ratios,
            "ratios_per_round_median": per_round}
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# Training speed against hand-written PyTorch\n",
-             f"`python benchmarks/speed.py --rounds {args.rounds} --threads {args.threads}`: Fashion-MNIST, "
+             f"`python benchmarks/speed.py --rounds {args.rounds} --threads {args.threads}"
+             + (f" --arms {' '.join(arms)}" if arms != ARMS else "")
+             + (f" --env {' '.join(args.env)}" if args.env else "") + "`: Fashion-MNIST, "
              f"{args.subset} images, {args.teacher} -> {args.student}, batch {args.batch}, {args.threads} thread(s), "
              "second epoch of two, each arm its own process, arms interleaved (forward/reverse order by round).\n",
              "| arm | median epoch (s) | all rounds (s) |", "|---|---|---|"]
-    lines += [f"| {a} | {med[a]:.2f} | {', '.join(f'{v:.2f}' for v in times[a])} |" for a in ARMS]
+    lines += [f"| {a} | {med[a]:.2f} | {', '.join(f'{v:.2f}' for v in times[a])} |" for a in arms]
     lines += ["", "| ratio | of medians | median of per-round ratios |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {per_round[k]:.3f} |" for k, v in ratios.items()]
     (Path(args.out).with_suffix(".md")).write_text("\n".join(lines) + "\n")

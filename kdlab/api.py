@@ -26,7 +26,7 @@ from kdlab.engine.schedule import Schedule
 from kdlab.errors import ConfigError
 from kdlab.evaluate.metrics import classification_metrics, predict
 from kdlab.models.load import load_model
-from kdlab.objective import parse_objective
+from kdlab.objective import DEFAULT_METHOD, parse_objective
 from kdlab.schemes.offline import run_config
 from kdlab.teachers.resolve import check_teacher_meta
 
@@ -51,7 +51,7 @@ def _name(model: str | nn.Module) -> str:
 
 
 def _config(data: DataSplits, student: str, methods: list[dict[str, Any]], epochs: int, seed: int, out: str | None,
-            train_options: Mapping[str, Any], cache: str | None = None) -> RunConfig:
+            train_options: Mapping[str, Any], cache: str | Mapping[str, Any] | None = None) -> RunConfig:
     keys = set(Schedule.model_fields)
     bad = [k for k in train_options if k not in keys]
     if bad:
@@ -63,7 +63,7 @@ def _config(data: DataSplits, student: str, methods: list[dict[str, Any]], epoch
     base: dict[str, Any] = {"data": spec, "student": {"name": student}, "methods": methods,
                             "train": {"epochs": epochs, **train_options}, "seed": seed, "out": out}
     if cache is not None:
-        base["cache"] = str(cache)
+        base["cache"] = dict(cache) if isinstance(cache, Mapping) else str(cache)
     return load_config(base=base)
 
 
@@ -80,9 +80,10 @@ def train(model: str | nn.Module, data: str | DataSplits, *, epochs: int = 10, s
 
 
 def distill(teacher: Teacher | nn.Module | str | Path, student: str | nn.Module, data: str | DataSplits, *,
-            method: str | Sequence[str | Mapping[str, Any]] = "kd", alpha: float | None = None,
+            method: str | Sequence[str | Mapping[str, Any]] = DEFAULT_METHOD, alpha: float | None = None,
             T: float | None = None, epochs: int = 10, seed: int = 0, out: str | None = None, save: bool = False,
-            progress: bool = False, cache: str | None = None, split_seed: int = 0, **train_options: Any) -> Result:
+            progress: bool = False, cache: str | Mapping[str, Any] | None = None, split_seed: int = 0,
+            **train_options: Any) -> Result:
     """Distill ``teacher`` (a module, a checkpoint path, any Teacher) into ``student`` on ``data``.
 
     method: a name (``"kd"``), ``"at+kd"``, or a list of names / ``{"name": ..., **hyperparameters}``
@@ -91,7 +92,8 @@ def distill(teacher: Teacher | nn.Module | str | Path, student: str | nn.Module,
     alpha:  the weight of every response-family (logit) method; CE gets 1 − alpha.
     T:      the temperature of every response-family method that has one.
     cache:  a teacher-output cache directory: built on first use, reused while it matches the
-            teacher and data, rebuilt when stale (see docs/cache.md).
+            teacher and data, rebuilt when stale (see docs/cache.md); or a ``cache:`` section as a
+            mapping (``{"dir": ..., "views": 4}``).
     """
     d = _data(data, split_seed)
     methods = parse_objective(method, alpha=alpha, T=T)

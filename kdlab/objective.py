@@ -22,6 +22,9 @@ from kdlab.methods import METHODS, hyperparameters
 
 Spec = str | Sequence[str | Mapping[str, Any]]
 
+# What `kdlab distill`, `kdlab.distill` and the schemes run when no method is named.
+DEFAULT_METHOD = "kd"
+
 
 def _items(spec: Spec) -> list[dict[str, Any]]:
     raw: list[str | Mapping[str, Any]] = [s for s in spec.split("+")] if isinstance(spec, str) else list(spec)

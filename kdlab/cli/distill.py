@@ -44,8 +44,8 @@ def distill(ctx: typer.Context,
     flags = {"teacher.checkpoint": teacher, "student.name": student, "data.name": data, "data.root": root,
              "train.epochs": epochs,
              "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out}
-    from kdlab.objective import parse_objective
+    from kdlab.objective import DEFAULT_METHOD, parse_objective
 
-    cfg = build_config(config, ctx.args, flags, base={"methods": parse_objective("kd")},
+    cfg = build_config(config, ctx.args, flags, base={"methods": parse_objective(DEFAULT_METHOD)},
                        objective=(method, alpha, T))
     print_summary(run(cfg, command="distill", resume=resume, progress=not quiet))

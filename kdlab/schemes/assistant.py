@@ -18,6 +18,7 @@ from pydantic import Field
 from kdlab.core import Teacher
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.run import Result, evaluate_split
+from kdlab.objective import DEFAULT_METHOD
 from kdlab.schemes._common import (
     SchemeContext,
     create_methods,
@@ -38,7 +39,7 @@ class AssistantOptions(Spec):
     student: str = "cnn_tiny"  # the student model
     teacher_epochs: int | None = Field(None, ge=1)  # epochs of a teacher trained here (default train.epochs)
     direct: bool = True  # also distill the teacher straight into a fresh student, for comparison
-    method: str | list[str | dict[str, Any]] = "kd"  # the objective of every link, e.g. kd or dkd
+    method: str | list[str | dict[str, Any]] = DEFAULT_METHOD  # the objective of every link, e.g. kd or dkd
     alpha: float | None = None  # weight of the response-family methods, CE gets 1 - alpha (default: paper's)
     T: float | None = None  # temperature of the response-family methods (default: paper's; kd 4)
 

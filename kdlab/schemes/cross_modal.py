@@ -31,6 +31,7 @@ from kdlab.engine import distributed
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.run import Result
 from kdlab.errors import ConfigError
+from kdlab.objective import DEFAULT_METHOD
 from kdlab.schemes._common import (
     SchemeContext,
     create_methods,
@@ -53,7 +54,7 @@ class CrossModalOptions(Spec):
     student: str = "cnn_tiny"  # model name (built for its view's input size)
     teacher_view: str = "full"  # full | lowres:K | blur:K | edges | gray | channel:i
     student_view: str = "lowres:2"  # the student's view (same choices)
-    method: str | list[str | dict[str, Any]] = "kd"  # the distillation method spec (kd, dkd, ...)
+    method: str | list[str | dict[str, Any]] = DEFAULT_METHOD  # the distillation method spec (kd, dkd, ...)
     alpha: float | None = 0.9  # weight of the distillation term, CE gets 1 − alpha; 1 = the teacher's outputs alone
     T: float | None = 4.0  # temperature of the distillation term (null: the method's default)
     teacher_epochs: int | None = Field(None, ge=1)  # epochs of a teacher trained here (default: train.epochs)

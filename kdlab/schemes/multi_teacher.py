@@ -18,6 +18,7 @@ from torch import nn
 from kdlab.core import Batch, Method, Outputs, Teacher
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.run import Result
+from kdlab.objective import DEFAULT_METHOD
 from kdlab.schemes._common import (
     SchemeContext,
     create_methods,
@@ -42,7 +43,7 @@ class MultiTeacherOptions(Spec):
     logits_from: list[int] | None = None  # indices of the teachers giving logits (default: all)
     features_from: list[int] | None = None  # indices of the teachers giving features (default: first logit one)
     teacher_epochs: int | None = Field(None, ge=1)  # epochs of each teacher trained here (default train.epochs)
-    method: str | list[str | dict[str, Any]] = "kd"  # the student's objective, e.g. kd or kd+fitnet
+    method: str | list[str | dict[str, Any]] = DEFAULT_METHOD  # the student's objective, e.g. kd or kd+fitnet
     alpha: float | None = None  # weight of the response-family methods, CE gets 1 - alpha (default: paper's)
     T: float | None = None  # temperature of the response-family methods (default: paper's; kd 4)
 

@@ -46,7 +46,7 @@ from kdlab.methods import hyperparameters
 from kdlab.methods._common import kl_div_soft
 from kdlab.methods._connectors import stage_keys
 from kdlab.models.contract import as_outputs
-from kdlab.objective import family
+from kdlab.objective import DEFAULT_METHOD, family
 from kdlab.schemes._common import SchemeContext, create_methods, evaluate, objective, register_scheme
 from kdlab.spec import Spec
 from kdlab.teachers.frozen import FrozenTeacher
@@ -66,7 +66,7 @@ class SelfDistillOptions(Spec):
     hint: float = Field(0.03, ge=0)  # byot: weight of each exit's L2 hint to the deepest feature map
     generations: int = Field(2, ge=1)  # born-again: generations after the first
     teacher: str | None = None  # born-again: generation 0 from this checkpoint (null: trained here)
-    method: str | list[str | dict[str, Any]] = "kd"  # born-again, snapshot: distillation method(s), e.g. kd or dkd
+    method: str | list[str | dict[str, Any]] = DEFAULT_METHOD  # born-again, snapshot: distillation method(s)
     at_epoch: int | None = Field(None, ge=1)  # snapshot: epochs before the snapshot (null: half)
 
     def alpha_T(self) -> tuple[float, float]:

@@ -25,6 +25,7 @@ from kdlab.core import Batch
 from kdlab.data import DataSplits, Loader, Split
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.run import Result
+from kdlab.objective import DEFAULT_METHOD
 from kdlab.schemes._common import (
     SchemeContext,
     create_methods,
@@ -44,7 +45,7 @@ class UnlabeledOptions(Spec):
     teacher: str = "cnn_small"  # a model name (trained here on the labeled part, stage teacher/) or a checkpoint
     student: str = "cnn_tiny"  # model name
     labeled: float = Field(0.05, gt=0, le=1)  # labeled fraction of the training (and validation) split
-    method: str | list[str | dict[str, Any]] = "kd"  # the distillation method spec (kd, dkd, ...)
+    method: str | list[str | dict[str, Any]] = DEFAULT_METHOD  # the distillation method spec (kd, dkd, ...)
     alpha: float | None = 0.9  # weight of the distillation term; CE gets 1 − alpha (null: the method's default)
     T: float | None = 4.0  # temperature of the distillation term (null: the method's default)
     labeled_epochs: int | None = Field(None, ge=1)  # epochs on the labeled part alone (default: step-matched)
