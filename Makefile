@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup setup-test data browser demo test teacher teachers clean
+.PHONY: setup setup-test data browser demo test teachers clean
 
 setup: $(VENV)/.installed
 
@@ -49,12 +49,6 @@ test: setup-test data browser
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
-
-# Reproduce the shipped Fashion-MNIST teacher (kdlab/assets/fmnist_teacher.*).
-teacher: setup data
-	$(BIN)/kdlab train configs/fmnist_teacher.yaml
-	cp runs/fmnist-teacher/best.safetensors kdlab/assets/fmnist_teacher.safetensors
-	cp runs/fmnist-teacher/best.json kdlab/assets/fmnist_teacher.json
 
 # The strong Fashion-MNIST teachers (configs/teachers/*.yaml): hours on 2 CPU cores, so every run is
 # resumable: an interrupted `make teachers` continues where it stopped. Runs live in $(TEACHER_RUNS)

@@ -211,7 +211,7 @@ def part_c(args, work: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- a
 def part_a(args, work: Path) -> dict[str, Any]:
     import kdlab
-    from kdlab.cli.demo import ASSET
+    from kdlab.cli.demo import TEACHER as ASSET
 
     out: dict[str, Any] = {"runs": []}
     for seed in args.seeds:

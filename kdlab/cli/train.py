@@ -27,7 +27,7 @@ def train(ctx: typer.Context,
 
       kdlab train --data digits --model cnn_small --epochs 5 --out runs/digits-teacher
 
-      kdlab train configs/fmnist_teacher.yaml train.epochs=2
+      kdlab train configs/teachers/fmnist_vgg8.yaml train.epochs=2
     """
     from kdlab.api import run
 
