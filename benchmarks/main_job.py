@@ -33,13 +33,15 @@ def main() -> None:
     ap.add_argument("--method", default=Job.method)
     ap.add_argument("--subset", type=int, default=Job.subset)
     ap.add_argument("--views", type=int, default=Job.views)
+    ap.add_argument("--mix", default=Job.mix, choices=["none", "mixup", "cutmix"])
     ap.add_argument("--teacher", default=str(TEACHER))
     ap.add_argument("--out", default="benchmarks/main_job.md")
     ap.add_argument("--work", default="runs/main_job", help="run directories, one per seed and settings")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    job = replace(Job(), epochs=a.epochs, student=a.student, method=a.method, subset=a.subset, views=a.views)
+    job = replace(Job(), epochs=a.epochs, student=a.student, method=a.method, subset=a.subset, views=a.views,
+                  mix=a.mix)
     tag = "-".join(f"{v}" for v in job.key().values())
     rows, tables = [], []
     for seed in a.seeds:
@@ -69,7 +71,7 @@ def main() -> None:
     params = rows[0]["params"]
     t_params, s_params = params["teacher"], params["student alone"]
     cmd = (f"python benchmarks/main_job.py --seeds {' '.join(map(str, a.seeds))} --epochs {a.epochs} "
-           f"--student {a.student} --method {a.method} --views {a.views}"
+           f"--student {a.student} --method {a.method} --views {a.views} --mix {a.mix}"
            + (f" --subset {a.subset}" if a.subset else "") + f" --threads {a.threads} --out {a.out}")
     verdict = "larger than" if min(gains) > 0 and statistics.mean(gains) > spread else "NOT larger than"
     lines = [
@@ -82,7 +84,9 @@ def main() -> None:
         f"{t_params / s_params:.1f}× fewer). Both students: {a.epochs} epochs, SGD lr 0.05 momentum 0.9 nesterov, "
         f"wd 5e-4, cosine, batch 128, precision {job.precision}; test metrics of the best-on-validation epoch. "
         f"Distilled: `{a.method}` at its paper weights, the teacher's outputs cached for {job.views} views per image "
-        f"(epoch e reads view e mod {job.views}; the student trains on exactly the view the teacher answered). "
+        f"(epoch e reads view e mod {job.views}; the student trains on exactly the view the teacher answered)"
+        + (f", the distilled student's inputs mixed by {a.mix} (the student alone trains unmixed)" if a.mix != "none"
+           else "") + ". "
         f"Machine: {platform.machine()}, {a.threads} threads.", "",
         "| model | top-1 % (mean ± std) | macro-F1 % (mean ± std) | train time s (median) |",
         "|---|---|---|---|",

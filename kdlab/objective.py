@@ -22,7 +22,8 @@ from kdlab.methods import METHODS, hyperparameters
 
 Spec = str | Sequence[str | Mapping[str, Any]]
 
-# What `kdlab distill`, `kdlab.distill` and the schemes run when no method is named.
+# What `kdlab distill`, `kdlab.distill` and the schemes run when no method is named: Hinton KD at its
+# paper weights scored best in the main job's regime (benchmarks/recipe.md).
 DEFAULT_METHOD = "kd"
 
 
