@@ -94,7 +94,7 @@ def test_cli_bad_alpha_and_T_are_one_line_errors(tmp_path):
 def test_api_and_bench_and_init_use_the_same_parser(tmp_path):
     assert _method_entries("at+kd", None)[1] == parse_objective("at+kd")
     assert _method_entries({"name": "kd", "label": "kd_T2", "T": 2}, None) == (
-        "kd_T2", parse_objective([{"name": "kd", "T": 2}]))
+        "kd_T2", parse_objective([{"name": "kd", "T": 2}]), {}, {})
     assert _method_entries("dkd", 0.5)[1][0] == {"name": "ce", "weight": 0.5}
     path = tmp_path / "k.yaml"
     assert CliRunner().invoke(app, ["init", str(path), "--method", "at+kd"]).exit_code == 0
