@@ -107,6 +107,20 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return out
 
 
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the defaults of keys added to ``data:`` and ``train:`` since it was written
+    (an older run ran with what those defaults mean), so they are not taken for a changed setting."""
+    from kdlab.data import DataSpec
+
+    out = dict(old)
+    for section, spec in (("data", DataSpec), ("train", Schedule)):
+        if isinstance(old.get(section), dict):
+            fields = spec.model_fields
+            out[section] = {**{k: f.get_default(call_default_factory=True) for k, f in fields.items()
+                               if k not in old[section]}, **old[section]}
+    return out
+
+
 def check_resume(run_dir: Path, config: dict[str, Any], schedule: Schedule) -> None:
     """Refuse to resume ``run_dir`` under a config other than the one it was started with.
 
@@ -120,7 +134,7 @@ def check_resume(run_dir: Path, config: dict[str, Any], schedule: Schedule) -> N
         old = yaml.safe_load(saved.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot resume {run_dir}: its config.yaml is unreadable ({e})") from None
-    diff = [k for k in config_differences(old, config) if k.split(".")[0] not in RESUME_FREE]
+    diff = [k for k in config_differences(_with_defaults(old), config) if k.split(".")[0] not in RESUME_FREE]
     if "train.epochs" in diff and len(diff) == 1:
         done = _epochs_done(run_dir)
         if not schedule.exact_with_epochs():

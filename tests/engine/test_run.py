@@ -134,3 +134,16 @@ def test_teacher_of_another_dataset_of_the_same_shape_warns_and_eval_finds_the_d
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["acc"] == pytest.approx(
         json.loads((tmp_path / "t" / "summary.json").read_text())["test"]["acc"])
+
+
+def test_a_run_from_before_a_key_existed_resumes_when_the_key_keeps_its_default():
+    from kdlab.engine.run import _with_defaults, config_differences
+
+    old = {"data": {"name": "digits"}, "train": {"epochs": 2}}
+    from kdlab.data import DataSpec
+    from kdlab.engine.schedule import Schedule
+
+    new = {"data": DataSpec(name="digits").model_dump(mode="json"), "train": Schedule(epochs=2).model_dump(mode="json")}
+    assert config_differences(_with_defaults(old), new) == []  # e.g. data.teacher_view, train.precision
+    changed = {"data": {**new["data"], "teacher_view": "clean"}, "train": {**new["train"], "precision": "bf16"}}
+    assert config_differences(_with_defaults(old), changed) == ["data.teacher_view", "train.precision"]
