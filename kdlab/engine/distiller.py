@@ -27,7 +27,6 @@ class Distiller(nn.Module):
         self.student = student
         self.methods = nn.ModuleList(methods)
         self._teacher = [teacher]  # a list hides it from nn.Module registration
-        self._teacher_features: list[str] | None = None  # the teacher features the methods read (None: all)
 
     @property
     def teacher(self) -> Teacher | None:
@@ -36,7 +35,6 @@ class Distiller(nn.Module):
     def set_teacher(self, teacher: Teacher | None) -> None:
         """Swap the teacher (e.g. a snapshot of the student taking over as teacher mid-run)."""
         self._teacher[0] = teacher
-        self._teacher_features = None  # its features may be named otherwise: keep them all
 
     @torch.no_grad()
     def prepare(self, batch: Batch, info: DataInfo) -> None:
@@ -51,10 +49,6 @@ class Distiller(nn.Module):
                 f"teacher predicts {t.logits.shape[-1]} classes but the student {s.logits.shape[-1]}")
         for m in self._methods():
             m.prepare(s, t, info)
-        if t is not None:
-            from kdlab.teachers.accelerate import features_needed
-
-            self._teacher_features = features_needed([m.needs for m in self._methods()], list(t.features))
 
     def _methods(self) -> list[Method]:
         return [cast(Method, m) for m in self.methods]
@@ -68,10 +62,6 @@ class Distiller(nn.Module):
         # allocator reuses warm pages (student-first measured 1.25x slower per KD step on CPU, resnet56 ->
         # resnet20, batch 128, one thread, interleaved in one process; end-to-end: benchmarks/speed.md)
         t = self.teacher(batch.for_teacher()) if self.teacher is not None else None
-        if t is not None and self._teacher_features is not None and len(t.features) > len(self._teacher_features):
-            # drop the teacher activations no method reads before the student's graph is built: holding
-            # them made the step allocate in cold pages (see benchmarks/speed.md)
-            t = Outputs(t.logits, {k: t.features[k] for k in self._teacher_features if k in t.features}, t.mask)
         s = as_outputs(self.student(batch.inputs))
         terms: dict[str, Tensor] = {}
         # under bf16 autocast the losses still run in float32: CPU autocast keeps log_softmax in bf16,
