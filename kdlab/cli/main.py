@@ -35,8 +35,10 @@ def main() -> None:
 
     Usage errors (unknown command/option) are handled by typer's own standalone mode, also exit 2.
     """
+    from kdlab.engine.allocator import tune_allocator
     from kdlab.errors import KDLabError
 
+    tune_allocator()  # before the first large tensor: teachers, caches and training reuse warm heap pages
     _register()
     try:
         app()

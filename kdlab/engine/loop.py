@@ -18,6 +18,7 @@ from torch import nn
 
 from kdlab.core import Batch, Trainable
 from kdlab.data import DataSplits, Loader
+from kdlab.engine.allocator import tune_allocator
 from kdlab.engine.schedule import Schedule
 from kdlab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from kdlab.evaluate.metrics import evaluate_model
@@ -114,6 +115,7 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
     reads ``batch_size / world_size`` of it; the trainable is wrapped in DDP, the training metrics
     are summed over ranks, every rank evaluates the full validation split, and only rank 0 writes.
     """
+    tune_allocator()  # activation buffers stay on the warm heap (kdlab/engine/allocator.py)
     seed_everything(seed)
     run = Path(run_dir) if run_dir is not None else None
     writer = rank == 0 and run is not None
