@@ -116,7 +116,10 @@ def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags
 
     section = {k: v for k, v in scheme.items() if v is not None}
     run_flags = {**flags, **{f"scheme.{k}": v for k, v in section.items()}}
-    cfg = build_config(config, extra, run_flags, base={**(base or {}), "scheme": {"name": name}})
+    import copy
+
+    # a deep copy: loading the config must never write into the caller's (module-level) base
+    cfg = build_config(config, extra, run_flags, base={**copy.deepcopy(base or {}), "scheme": {"name": name}})
     r = run_scheme(name, cfg, resume=resume, progress=not quiet)
     from kdlab.engine.distributed import is_main
 

@@ -62,6 +62,13 @@ def _chunk_sum(div: TokenDivergence, s: Tensor, t: Tensor, keep: Tensor) -> Tens
     return per.sum()
 
 
+def log_probs(logits: Tensor, T: float) -> Tensor:
+    """``log_softmax(logits / T)`` with ``-inf`` (a token a teacher rules out, e.g. a padded vocabulary
+    entry) raised to the most negative finite float: ``0 · log 0`` terms then give 0, not NaN."""
+    lp = torch.log_softmax(logits / T, dim=-1)
+    return lp.clamp_min(torch.finfo(lp.dtype).min)
+
+
 def token_mask(student: Outputs) -> Tensor | None:
     """The tokens a token-level loss uses: ``student.mask`` (None: all)."""
     return student.mask

@@ -4,12 +4,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.core import Batch, Method, Outputs
 from kdlab.methods import register_method
-from kdlab.methods._tokens import check_temperature, masked_token_mean, token_mask
+from kdlab.methods._tokens import check_temperature, log_probs, masked_token_mean, token_mask
 
 
 def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float = 0.5, T: float = 1.0) -> Tensor:
@@ -21,8 +20,7 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float 
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    s = F.log_softmax(student_logits / T, dim=-1)
-    t = F.log_softmax(teacher_logits / T, dim=-1)
+    s, t = log_probs(student_logits, T), log_probs(teacher_logits, T)
     if beta == 0.0:
         return (t.exp() * (t - s)).sum(-1)
     if beta == 1.0:

@@ -1,20 +1,18 @@
 """Reverse KL on tokens: KL(p_student ‖ p_teacher), mode-seeking."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.core import Batch, Method, Outputs
 from kdlab.methods import register_method
-from kdlab.methods._tokens import check_temperature, masked_token_mean, token_mask
+from kdlab.methods._tokens import check_temperature, log_probs, masked_token_mean, token_mask
 
 
 def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) -> Tensor:
     """Per-token KL(softmax(s/T) ‖ softmax(t/T)): logits ``[N, V]`` → ``[N]`` (nats).
 
     Equals TRL's generalised JSD at β = 1."""
-    s = F.log_softmax(student_logits / T, dim=-1)
-    t = F.log_softmax(teacher_logits / T, dim=-1)
+    s, t = log_probs(student_logits, T), log_probs(teacher_logits, T)
     return (s.exp() * (s - t)).sum(-1)
 
 

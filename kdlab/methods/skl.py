@@ -4,12 +4,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.core import Batch, Method, Outputs
 from kdlab.methods import register_method
-from kdlab.methods._tokens import check_temperature, masked_token_mean, token_mask
+from kdlab.methods._tokens import check_temperature, log_probs, masked_token_mean, token_mask
 
 
 def skew_kl(student_logits: Tensor, teacher_logits: Tensor, alpha: float = 0.1, T: float = 1.0,
@@ -22,8 +21,7 @@ def skew_kl(student_logits: Tensor, teacher_logits: Tensor, alpha: float = 0.1, 
     """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    s = F.log_softmax(student_logits / T, dim=-1)
-    t = F.log_softmax(teacher_logits / T, dim=-1)
+    s, t = log_probs(student_logits, T), log_probs(teacher_logits, T)
     p, q = (s, t) if reverse else (t, s)
     if alpha == 0.0:
         mix = q

@@ -182,9 +182,18 @@ def _loaded_teacher(spec: str, d: DataSplits) -> tuple[nn.Module, list[str] | No
     return module, meta.get("classes")
 
 
-def _vocab_of(teacher: Teacher, d: DataSplits) -> int:
-    b = next(iter(Loader(d.val, 2)))
-    return int(teacher(b).logits.shape[-1])
+def _vocab_of(module: nn.Module, tokens: list[str] | None) -> int:
+    """The teacher's output vocabulary, known before it reads a single (possibly foreign) token id."""
+    v = getattr(module, "vocab", None)
+    if isinstance(v, int):
+        return v
+    get_head = getattr(module, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if isinstance(head, nn.Linear):
+        return int(head.out_features)
+    if tokens is not None:
+        return len(tokens)
+    raise ConfigError(f"cannot tell the vocabulary size of the teacher {type(module).__name__}")
 
 
 def peak_rss_mb() -> float:
@@ -251,7 +260,7 @@ def lm_distill(ctx: SchemeContext, opts: LMOptions) -> Result:
     else:
         t_module, t_tokens = _loaded_teacher(opts.teacher, d)
     teacher: Teacher = FrozenTeacher(t_module)
-    tv = _vocab_of(teacher, d)
+    tv = _vocab_of(t_module, t_tokens)
     check_vocab(tv, V, t_tokens, list(d.classes), opts.align)
     aligned: AlignedTeacher | None = None
     if opts.align == "exact" and (tv != V or t_tokens != list(d.classes)):

@@ -65,8 +65,11 @@ class AlignedTeacher:
         x = batch.inputs
         ids = x["input_ids"] if isinstance(x, dict) else x
         t_ids = self.s2t.to(ids.device)[ids]
-        if bool((t_ids < 0).any()):
-            bad = int(ids[t_ids < 0][0])
+        real = x.get("attention_mask") if isinstance(x, dict) else None
+        missing = (t_ids < 0) if real is None else (t_ids < 0) & real.bool()
+        t_ids = t_ids.clamp_min(0)  # padding (never attended to, never learned) reads as teacher id 0
+        if bool(missing.any()):
+            bad = int(ids[missing][0])
             raise IncompatibleError(f"student token id {bad} has no exact counterpart in the teacher's vocabulary; "
                                     "the teacher cannot read this input")
         tb = Batch({**x, "input_ids": t_ids} if isinstance(x, dict) else t_ids, batch.targets, batch.index, batch.view)

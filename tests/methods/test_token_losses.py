@@ -153,3 +153,15 @@ def test_matches_trl_generalized_jsd():
             ref = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=temp)
             ours = create_method("jsd", beta=beta, T=temp)(Outputs(s, {}, labels != -100), Outputs(t), Batch(s))["jsd"]
             assert float(ours) == pytest.approx(float(ref), abs=1e-5), (beta, temp, trl.__version__)
+
+
+@pytest.mark.parametrize("name", ["fkl", "jsd", "skl", "tv"])
+def test_a_teacher_ruling_out_tokens_gives_finite_losses_and_gradients(name):
+    """-inf teacher logits (padded vocabulary entries, an aligned vocabulary) are probability 0, not NaN.
+    (The reverse KL is then truly infinite wherever the student puts mass: the loop names that term.)"""
+    s = torch.randn(2, 3, 6, requires_grad=True)
+    t = torch.randn(2, 3, 6)
+    t[..., 4:] = float("-inf")
+    v = create_method(name)(_outputs(s, None), _outputs(t, None), Batch(s))[name]
+    v.backward()
+    assert torch.isfinite(v) and bool(torch.isfinite(s.grad).all())
