@@ -65,7 +65,7 @@ class LMOptions(Spec):
     teacher_epochs: int | None = Field(None, ge=1)  # epochs of the teacher trained here (default: train.epochs)
     student: str = "gpt"  # a token model name or hf:<dir>
     student_options: dict[str, Any] = {"layers": 2, "width": 128, "heads": 4}
-    loss: Literal["fkl", "rkl", "jsd", "skl", "tv"] = "fkl"
+    loss: Literal["fkl", "rkl", "jsd", "skl", "tv"] = "fkl"  # the token-level divergence (a method of that name)
     alpha: float = Field(1.0, ge=0, le=1)  # weight of the divergence; cross-entropy on the labels gets 1 − alpha
     T: float = Field(1.0, gt=0)  # temperature of the divergence
     beta: float = Field(0.5, ge=0, le=1)  # JSD(β) mixing weight (loss=jsd)
@@ -76,7 +76,7 @@ class LMOptions(Spec):
     baseline: bool = True  # also train the student alone (stage baseline/)
     align: Literal["none", "exact"] = "none"  # vocabulary alignment between teacher and student
     offline_topk: int | None = Field(None, ge=1)  # train from the teacher's cached top-k log-probabilities
-    cache_dtype: Literal["float16", "float32"] = "float16"
+    cache_dtype: Literal["float16", "float32"] = "float16"  # storage of the cached top-k log-probabilities
     samples: int = Field(2, ge=0)  # generation samples of the student in the report
     sample_tokens: int = Field(80, ge=1)
 
