@@ -32,6 +32,13 @@ class HFCausalLM(nn.Module):
     def vocab(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
 
+    @property
+    def context(self) -> int | None:
+        """The longest sequence its position embeddings cover (None: not recorded)."""
+        cfg = getattr(self.model, "config", None)
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        return int(n) if n else None
+
     def forward(self, x: Tensor | dict[str, Tensor]) -> Outputs:
         ids, attn, loss_mask = token_inputs(x)
         out = self.model(input_ids=ids, attention_mask=None if attn is None else attn.long(), use_cache=False,

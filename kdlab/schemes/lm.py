@@ -143,8 +143,8 @@ class OnPolicy(nn.Module):
 
 def token_model(spec: str, vocab: int, seq_len: int, options: dict[str, Any], seed: int) -> nn.Module:
     """A fresh registered token model (seeded), or a local Hugging Face model (``hf:<dir>``)."""
-    if spec.startswith("hf:"):
-        return create_model("hf-causal", vocab, path=spec[3:], **options)
+    if spec.startswith("hf:"):  # its architecture is the directory's; only the dtype option applies
+        return create_model("hf-causal", vocab, path=spec[3:], **{k: v for k, v in options.items() if k == "dtype"})
     if spec not in list_models():
         raise ConfigError(f"unknown model {spec!r} for a language model (token models: "
                           f"{', '.join(n for n in list_models() if takes_tokens(n))}, or hf:<dir>)")
@@ -221,6 +221,8 @@ def _samples(model: nn.Module, d: DataSplits, n: int, tokens: int, seed: int, pr
     ctx_len = getattr(model, "context", None)
     if ctx_len is not None:
         tokens = min(tokens, int(ctx_len) - ids.shape[1])
+    if tokens < 1:
+        return []
     seq = sample(model, ids, tokens, torch.Generator().manual_seed(seed), temperature=1.0)
     return [tok.decode(ids[i].tolist()) + " ▸ " + tok.decode(seq[i, ids.shape[1]:].tolist()) for i in range(len(seq))]
 

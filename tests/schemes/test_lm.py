@@ -128,3 +128,26 @@ def test_on_policy_sampling_is_deterministic_under_a_seed(corpus):
     z = _on_policy(3, lmbda=0.0)
     _, terms = z(b)
     assert set(terms) == {"ce", "jsd"} and z.sampled_batches == 0
+
+
+def test_hugging_face_student_with_tied_embeddings(corpus, tmp_path):
+    """A local GPT-2 (input and output embeddings tied) as the student, on-policy batches through its
+    own KV cache; its checkpoint saves (tied tensors) and rebuilds to the same logits."""
+    transformers = pytest.importorskip("transformers")
+    from kdlab.models.load import load_model
+
+    cfg = transformers.GPT2Config(vocab_size=256, n_layer=1, n_embd=16, n_head=2, n_positions=32, bos_token_id=0,
+                                  eos_token_id=0)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "g2", safe_serialization=True)
+    r = _invoke("--data", "text", "--root", str(corpus), "--student", f"hf:{tmp_path / 'g2'}", "--lmbda", "0.5",
+                "--out", str(tmp_path / "run"), "--no-baseline", "--json", *TINY)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index('{\n  "test"'):])  # transformers may print progress first
+    assert res["extra"]["on_policy"]["sampled_batches"] > 0 and len(res["extra"]["samples"]) == 1
+    m, meta = load_model(tmp_path / "run" / "best")
+    assert meta["model"]["name"] == "hf-causal"
+    data = load_text("text", str(corpus), seq_len=24, val_fraction=0.1)
+    from kdlab.evaluate.lm import lm_evaluate
+
+    assert lm_evaluate(m, data.test)["ppl"] == pytest.approx(res["test"]["ppl"], rel=1e-5)
