@@ -151,3 +151,25 @@ def test_hugging_face_student_with_tied_embeddings(corpus, tmp_path):
     from kdlab.evaluate.lm import lm_evaluate
 
     assert lm_evaluate(m, data.test)["ppl"] == pytest.approx(res["test"]["ppl"], rel=1e-5)
+
+
+def test_sequence_level_kd_batches_come_from_the_teacher(corpus):
+    data = load_text("text", str(corpus), seq_len=24, val_fraction=0.2)
+    b: Batch = next(iter(Loader(data.train, 4)))
+    torch.manual_seed(0)
+    s = create_model("gpt", 256, layers=1, width=16, heads=2, context=24)
+    t = create_model("gpt", 256, layers=1, width=16, heads=2, context=24).eval()
+    d = Distiller(s, FrozenTeacher(t), [create_method("ce", weight=0.5), create_method("fkl", weight=0.5)])
+    op = OnPolicy(d, 0.0, 6, seed=1, seqkd=1.0, teacher_module=t)
+    tb = op.on_policy_batch(b, op.generator(b), t)
+    again = op.on_policy_batch(b, op.generator(b), t)
+    assert torch.equal(tb.inputs["input_ids"], again.inputs["input_ids"])  # seeded
+    # the teacher's tokens are the targets (shifted once), the prompt is not learned
+    ids, y = tb.inputs["input_ids"], tb.targets
+    assert y is not None and torch.equal(y[:, 5:-1], ids[:, 6:]) and bool((y[:, :5] == -100).all())
+    _, terms = op(b)
+    assert set(terms) == {"ce", "fkl"} and op.teacher_batches == 1 and op.sampled_batches == 0
+    from kdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at most 1"):
+        OnPolicy(d, 0.6, 6, seqkd=0.6, teacher_module=t)
