@@ -79,6 +79,7 @@ class LMOptions(Spec):
     gen_temperature: float = Field(1.0, ge=0)  # sampling temperature of on-policy sequences (0: greedy)
     baseline: bool = True  # also train the student alone (stage baseline/)
     align: Literal["none", "exact"] = "none"  # vocabulary alignment between teacher and student
+    teacher_dtype: Literal["float32", "bfloat16"] = "float32"  # the teacher's weights while it teaches
     offline_topk: int | None = Field(None, ge=1)  # train from the teacher's cached top-k log-probabilities
     cache_dtype: Literal["float16", "float32"] = "float16"  # storage of the cached top-k log-probabilities
     samples: int = Field(2, ge=0)  # generation samples of the student in the report
@@ -284,6 +285,8 @@ def lm_distill(ctx: SchemeContext, opts: LMOptions) -> Result:
         t_module, t_tokens = rt.student, list(d.classes)
     else:
         t_module, t_tokens = _loaded_teacher(opts.teacher, d)
+    if opts.teacher_dtype == "bfloat16":  # inference only: half the teacher's weight memory
+        t_module = t_module.to(torch.bfloat16)
     teacher: Teacher = FrozenTeacher(t_module)
     tv = _vocab_of(t_module, t_tokens)
     check_vocab(tv, V, t_tokens, list(d.classes), opts.align)
@@ -340,6 +343,7 @@ def lm_distill(ctx: SchemeContext, opts: LMOptions) -> Result:
                                "vocab": V, "seq_len": L, "train_tokens": d.train.tokens,  # type: ignore[attr-defined]
                                "params": {"student": sum(p.numel() for p in s.parameters()),
                                           "teacher": sum(p.numel() for p in t_module.parameters())},
+                               "teacher_dtype": opts.teacher_dtype,
                                "peak_rss_mb": round(peak_rss_mb(), 1), "loss": opts.loss,
                                "train_tokens_per_s": round(d.train.tokens * ctx.schedule.epochs  # type: ignore[attr-defined]
                                                            / max(seconds, 1e-9), 1)}

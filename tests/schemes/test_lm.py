@@ -75,6 +75,14 @@ def test_offline_topk_and_a_loaded_teacher(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     off = json.loads(r.output)["extra"]["offline"]
     assert off["k"] == 8 and off["bytes_per_token"] == 8 * 4 + 4 and Path(off["dir"], "manifest.json").is_file()
+    # the teacher in bf16 while it teaches: its perplexity stays close to the float32 one
+    r16 = _invoke("--data", "text", "--root", str(corpus), "--out", str(tmp_path / "bf16"), "--no-baseline", "--json",
+                  "--teacher", str(first / "teacher" / "best"), "scheme.teacher_dtype=bfloat16", *TINY)
+    assert r16.exit_code == 0, r16.output
+    e16 = json.loads(r16.output)["extra"]
+    e32 = json.loads((first / "summary.json").read_text())["extra"]
+    assert e16["teacher_dtype"] == "bfloat16"
+    assert e16["teacher"]["test"]["ppl"] == pytest.approx(e32["teacher"]["test"]["ppl"], rel=0.02)
     # on-policy needs a live teacher
     r = _invoke("--data", "text", "--root", str(corpus), "--out", str(tmp_path / "c"), "--no-baseline",
                 "--teacher", str(first / "teacher" / "best"), "--offline-topk", "8", "--lmbda", "0.5", *TINY)
