@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q -e '.[test,track,hf]'
+	$(BIN)/pip install -q -e '.[test,track,hf,text,trl]'
 	touch $@
 
 # Debian's Chromium renders the HTML report in a test (skipped where it cannot be installed)

@@ -24,7 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # run the discovery themselves). This is the only list of exceptions.
 NOT_REGISTRANTS: dict[str, frozenset[str]] = {
     "kdlab.models": frozenset({"contract", "load", "spec"}),
-    "kdlab.data": frozenset({"augment", "sources", "views"}),
+    "kdlab.data": frozenset({"augment", "sources", "text", "views"}),
     "kdlab.cli": frozenset({"common", "main"}),
     # PENDING: scheme modules not yet on the scheme contract (each is removed from here when converted)
     "kdlab.schemes": frozenset({"offline"}),

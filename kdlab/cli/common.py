@@ -109,14 +109,17 @@ def run_flags(data: str | None, root: str | None, subset: int | None, epochs: in
 
 def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags: dict[str, Any],
                        scheme: dict[str, Any], resume: bool, quiet: bool, as_json: bool,
-                       lines: Callable[[Any], list[str]]) -> None:
+                       lines: Callable[[Any], list[str]], base: dict[str, Any] | None = None) -> None:
     """A scheme command: YAML config (optional) < flags (``scheme:`` options and run keys) <
     ``key=value`` overrides → :func:`kdlab.schemes.run_scheme` → printed result."""
     from kdlab.schemes import run_scheme
 
     section = {k: v for k, v in scheme.items() if v is not None}
     run_flags = {**flags, **{f"scheme.{k}": v for k, v in section.items()}}
-    cfg = build_config(config, extra, run_flags, base={"scheme": {"name": name}})
+    import copy
+
+    # a deep copy: loading the config must never write into the caller's (module-level) base
+    cfg = build_config(config, extra, run_flags, base={**copy.deepcopy(base or {}), "scheme": {"name": name}})
     r = run_scheme(name, cfg, resume=resume, progress=not quiet)
     from kdlab.engine.distributed import is_main
 
@@ -129,7 +132,11 @@ def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags
         return
     for line in lines(r):
         typer.echo(line)
-    typer.echo(f"student test acc {pct(r.test['acc'])}  (train {r.seconds:.1f}s)")
+    if "ppl" in r.test:  # a language model
+        typer.echo(f"student test perplexity {r.test['ppl']:.3f}  next-token acc {pct(r.test['acc'])}  "
+                   f"(train {r.seconds:.1f}s)")
+    else:
+        typer.echo(f"student test acc {pct(r.test['acc'])}  (train {r.seconds:.1f}s)")
     if r.run_dir is not None:
         typer.echo(f"run directory: {r.run_dir}")
 

@@ -225,7 +225,11 @@ def init(path: str = typer.Argument("kdlab.yaml", help="file to write"),
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} exists; use --force to overwrite it")
-    DATASETS.get(data), MODELS.get(student)  # unknown names fail here, naming the nearest
+    from kdlab.data.text import CORPORA
+
+    if not (scheme is not None and data in CORPORA):  # a text corpus (kdlab lm-distill) is no dataset
+        DATASETS.get(data)
+    MODELS.get(student)  # unknown names fail here, naming the nearest
     if scheme is not None:
         from kdlab.schemes import scheme_options
 

@@ -94,11 +94,20 @@ def _device_type(batch: Batch) -> str:
     return (x if isinstance(x, torch.Tensor) else next(iter(x.values()))).device.type
 
 
+Evaluator = Callable[[nn.Module, Any, int], dict[str, float]]
+
+
+def default_evaluate(model: nn.Module, split: Any, batch_size: int) -> dict[str, float]:
+    """The per-epoch validation metrics of a classifier: accuracy, NLL, ECE, macro-F1."""
+    return {k: v for k, v in evaluate_model(model, split, batch_size).items() if k in ("acc", "nll", "ece", "f1")}
+
+
 def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int = 0,
         run_dir: str | Path | None = None, meta: dict[str, Any] | None = None, resume: bool = False,
         progress: bool = True, loader: Loader | None = None, rank: int = 0, world_size: int = 1,
         device: str | torch.device | None = None,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+        evaluate: Evaluator | None = None) -> FitResult:
     """Train ``trainable`` on ``data.train``; evaluate ``trainable.student`` on ``data.val`` each
     epoch; write metrics, best/last checkpoints and a resumable state into ``run_dir``.
 
@@ -109,6 +118,11 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
     best epoch is decided and the epoch is written: it may add metrics to ``rec``, update state the
     trainable keeps (``get_extra_state``) and change ``rec["val_acc"]`` together with the deployed
     ``trainable.student`` (a cohort deploying its best peer).
+
+    ``evaluate(student, split, batch_size) -> {metric: value}`` measures the student on the
+    validation split each epoch (default: :func:`default_evaluate`, classification metrics); it must
+    return ``acc``, which picks the best epoch. Token models pass their own (next-token accuracy,
+    NLL, perplexity); every metric it returns is recorded as ``val_<name>``.
 
     Distributed (``world_size > 1`` inside an initialised process group, see
     :mod:`kdlab.engine.distributed`): ``schedule.batch_size`` is the global batch and each rank
@@ -214,8 +228,8 @@ def fit(trainable: Trainable, data: DataSplits, schedule: Schedule, *, seed: int
         if seen:
             rec["train_acc"] = correct / seen
         rec.update({f"val_{k}": v
-                    for k, v in evaluate_model(trainable.student, data.val, schedule.eval_batch_size).items()
-                    if k in ("acc", "nll", "ece", "f1")})
+                    for k, v in (evaluate or default_evaluate)(trainable.student, data.val,
+                                                               schedule.eval_batch_size).items()})
         if on_epoch_end is not None:
             # before the epoch is kept: what the hook records (per-peer metrics, a scheme's own state in
             # the trainable) lands in metrics.jsonl and state.pt, and it may set which student is deployed

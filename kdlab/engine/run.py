@@ -30,7 +30,7 @@ from torch import nn
 from kdlab.core import Teacher, Trainable
 from kdlab.data import DataSplits, Loader
 from kdlab.engine import distributed
-from kdlab.engine.loop import FitResult, fit
+from kdlab.engine.loop import Evaluator, FitResult, fit
 from kdlab.engine.schedule import Schedule
 from kdlab.engine.tracking import TrackingSpec, finish_run, open_tracker
 from kdlab.errors import ConfigError
@@ -175,13 +175,16 @@ def run_trainable(trainable: Trainable, data: DataSplits, schedule: Schedule, op
                   meta: dict[str, Any] | None = None, loader: Loader | None = None, use_best: bool = True,
                   on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
                   report_teacher: Teacher | None = None,
-                  extra: Callable[[], dict[str, Any]] | None = None) -> Result:
+                  extra: Callable[[], dict[str, Any]] | None = None,
+                  evaluate: Evaluator | None = None) -> Result:
     """Train ``trainable`` on ``data`` and keep the run (see the module docstring).
 
     meta:     recorded in every checkpoint beside the model spec and the data's provenance.
     use_best: evaluate and deploy the best-on-validation student (False: the last weights).
     extra:    called after training, before the test evaluation of ``trainable.student``; its
               JSON-able dict lands in ``summary.json`` and ``Result.extra``.
+    evaluate: how the student is measured on validation (each epoch) and test (default:
+              classification metrics; see :func:`kdlab.engine.loop.fit`).
     """
     env = distributed.init()  # joins the torchrun process group, or describes a single process
     run = opts.run_dir
@@ -201,7 +204,8 @@ def run_trainable(trainable: Trainable, data: DataSplits, schedule: Schedule, op
         r: FitResult = fit(trainable, data, schedule, seed=opts.seed, run_dir=run, meta=full_meta, resume=opts.resume,
                            progress=opts.progress, loader=loader, rank=env.rank, world_size=env.world_size,
                            device=env.device if env.enabled else None,
-                           on_epoch_end=_both(on_epoch_end, tracker.log_epoch if tracker.enabled else None))
+                           on_epoch_end=_both(on_epoch_end, tracker.log_epoch if tracker.enabled else None),
+                           evaluate=evaluate)
     except BaseException:
         tracker.finish(status="FAILED")
         raise
@@ -209,7 +213,8 @@ def run_trainable(trainable: Trainable, data: DataSplits, schedule: Schedule, op
         trainable.student.load_state_dict(r.best_state)
     more = extra() if extra is not None else {}  # may restore the weights to deploy (e.g. the best peer)
     student = trainable.student.eval()
-    test = evaluate_split(student, data, batch_size=schedule.eval_batch_size)
+    test = (evaluate_split(student, data, batch_size=schedule.eval_batch_size) if evaluate is None
+            else evaluate(student, data.test, schedule.eval_batch_size))
     result = Result(student, test, r.history, r.best["val_acc"], run, r.seconds, opts.config, more)
     if writer:
         assert run is not None

@@ -37,5 +37,11 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+def takes_tokens(name: str) -> bool:
+    """Whether the registered model takes token ids (a causal LM: ``[B, L, V]`` logits) rather
+    than images or vectors."""
+    return getattr(MODELS.get(name), "kdlab_inputs", "dense") == "tokens"
+
+
 # every module in this package registers itself on import (kdlab.registry.NOT_REGISTRANTS names the helpers)
 import_submodules(__name__, __path__)

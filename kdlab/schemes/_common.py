@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from kdlab.config import RunConfig
 from kdlab.core import Batch, Method, Teacher, Trainable
-from kdlab.data import DataSplits, Loader, Split, load_data_spec
+from kdlab.data import DataSpec, DataSplits, Loader, Split, load_data_spec
 from kdlab.engine.distiller import Distiller
+from kdlab.engine.loop import Evaluator
 from kdlab.engine.run import Result, RunOptions, evaluate_split, run_trainable
 from kdlab.engine.schedule import Schedule
 from kdlab.errors import ConfigError
@@ -39,17 +40,22 @@ O = TypeVar("O", bound=Spec)
 class SchemeEntry(Generic[O]):
     fn: Callable[["SchemeContext", O], Result]
     options: type[O]
+    # how the scheme reads its ``data:`` section (default: a registered dataset, load_data_spec)
+    data: Callable[[DataSpec], DataSplits] | None = None
 
 
 SCHEMES: Registry[Any] = Registry("scheme")
 
 
-def register_scheme(name: str, options: type[O]) -> Callable[[Callable[["SchemeContext", O], Result]],
-                                                               Callable[["SchemeContext", O], Result]]:
-    """``@register_scheme("mutual", MutualOptions)`` on ``def mutual(ctx, opts) -> Result``."""
+def register_scheme(name: str, options: type[O], data: Callable[[DataSpec], DataSplits] | None = None
+                    ) -> Callable[[Callable[["SchemeContext", O], Result]], Callable[["SchemeContext", O], Result]]:
+    """``@register_scheme("mutual", MutualOptions)`` on ``def mutual(ctx, opts) -> Result``.
+
+    ``data``: how the scheme reads its ``data:`` section when it is not a registered dataset
+    (a text corpus for a language model); default :func:`kdlab.data.load_data_spec`."""
 
     def deco(fn: Callable[["SchemeContext", O], Result]) -> Callable[["SchemeContext", O], Result]:
-        SCHEMES.register(name)(SchemeEntry(fn, options))
+        SCHEMES.register(name)(SchemeEntry(fn, options, data))
         return fn
 
     return deco
@@ -108,7 +114,8 @@ class SchemeContext:
             schedule: Schedule | None = None, epochs: int | None = None, loader: Loader | None = None,
             use_best: bool = True, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
             extra: Callable[[], dict[str, Any]] | None = None, report: bool | None = None,
-            report_teacher: Teacher | None = None, meta: dict[str, Any] | None = None) -> Result:
+            report_teacher: Teacher | None = None, meta: dict[str, Any] | None = None,
+            evaluate: Evaluator | None = None) -> Result:
         sched = schedule or self.schedule
         if epochs is not None:
             sched = sched.model_copy(update={"epochs": epochs})
@@ -117,7 +124,7 @@ class SchemeContext:
         if stage is None and report is not None:
             opts = replace(opts, report=report)
         return run_trainable(trainable, data or self.data, sched, opts, loader=loader, use_best=use_best,
-                             on_epoch_end=on_epoch_end, extra=extra, report_teacher=report_teacher,
+                             on_epoch_end=on_epoch_end, extra=extra, report_teacher=report_teacher, evaluate=evaluate,
                              meta={"scheme": self.opts.command, **({"stage": stage} if stage else {}), **(meta or {})})
 
     def train(self, model: str | nn.Module, stage: str | None, *, data: DataSplits | None = None,
@@ -160,7 +167,7 @@ def run_scheme(name: str, cfg: RunConfig, *, data: DataSplits | None = None, res
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     distributed.init()
-    d = data or load_data_spec(cfg.data)
+    d = data or (entry.data or load_data_spec)(cfg.data)
     resolved = cfg.model_dump(mode="json")
     resolved["scheme"] = {"name": name, **options.model_dump(mode="json")}
     run_dir = Path(cfg.out) if cfg.out else Path(f"runs/{name}-{d.name}-s{cfg.seed}")

@@ -66,6 +66,14 @@ def save_weights(stem: str | Path, module: nn.Module, meta: dict[str, Any]) -> N
     always describes a complete weights file."""
     stem = Path(stem)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    # tied parameters (a language model's input and output embeddings) share storage, which
+    # safetensors refuses: each extra name gets its own copy (loading assigns both to the one tensor)
+    seen: set[tuple[int, int]] = set()
+    for k, v in tensors.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset())
+        if key in seen and v.numel():
+            tensors[k] = v.clone()
+        seen.add(key)
     weights = stem.with_suffix(".safetensors")
     atomic_write(weights, lambda p: save_file(tensors, p))
     meta = {**meta, "sha256": sha256_file(weights)}

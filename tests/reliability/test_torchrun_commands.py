@@ -69,3 +69,21 @@ def test_command_under_torchrun(work: Path, name: str) -> None:
 
     summary = json.loads((run / "summary.json").read_text())
     assert evaluate(run / "best")["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-6)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")
+def test_lm_distill_under_torchrun(tmp_path: Path) -> None:
+    """The language-model scheme (teacher, baseline, on-policy JSD student) on a tiny text corpus."""
+    words = ["the", "market", "rose", "as", "shares", "in", "tech", "firms", "fell", "today"]
+    docs = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(30)) + "." for i in range(16)]
+    (tmp_path / "c.txt").write_text("\n\n".join(docs))
+    cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(_port()), "-m", "kdlab", "lm-distill",
+           "--data", "text", "--root", "c.txt", "--seq-len", "16", "--epochs", "1", "--batch-size", "8", "--quiet",
+           "--loss", "jsd", "--lmbda", "0.5", "threads=1", "scheme.teacher_options={layers: 1, width: 16, heads: 2}",
+           "scheme.student_options={layers: 1, width: 16, heads: 2}", "scheme.samples=0", "--out", "lm"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDLAB_DIST_BACKEND": "gloo"}
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    assert p.stdout.count("run directory:") == 1, p.stdout  # rank 0 alone reports
+    for stage in ("", "teacher", "baseline"):
+        assert LAYOUT <= {f.name for f in (tmp_path / "lm" / stage).iterdir()}, stage
