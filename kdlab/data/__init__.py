@@ -39,6 +39,9 @@ class RawData:
     classes: list[str]
     augment: bool = False  # whether crop/flip augmentation suits this data by default
     pad: int = 4
+    # token data: x holds token ids ``[N, L]`` right-padded with this id (see :class:`TokenIdSplit`)
+    pad_id: int | None = None
+    vocab_size: int | None = None  # token data: the size of the vocabulary the ids index
 
 
 @dataclass
@@ -61,6 +64,17 @@ class Split:
         if x.dim() == 4:
             return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
         return (x - self.mean) / self.std
+
+
+@dataclass
+class TokenIdSplit(Split):
+    """A split of texts as token ids: ``x`` ``[N, L]`` right-padded with ``pad_id``, never normalised.
+    Rows are gathered as ``{"input_ids", "attention_mask"}`` cut to the batch's longest row."""
+
+    pad_id: int = 0
+
+    def gather(self, idx: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
+        return token_batch(self.x[idx], self.pad_id)
 
 
 class DataSpec(Spec):
@@ -98,6 +112,8 @@ class DataSplits:
     train_rows: Tensor | None = None  # rows of the source's training array in the train split
     test_rows: Tensor | None = None  # rows of the source's training array carved as test (None: official test)
 
+    vocab_size: int | None = None  # token data: the vocabulary size (models take it as ``vocab_size``)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -120,6 +136,16 @@ class DataSplits:
         if self.train.y is not None:
             h.update(self.train.y.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def token_batch(ids: Tensor, pad_id: int) -> dict[str, Tensor]:
+    """Right-padded token ids ``[B, L]`` → ``{"input_ids": [B, l], "attention_mask": [B, l]}`` (int64),
+    ``l`` = the longest row's length (at least 1): trailing all-padding columns are dropped, which
+    changes no output of a model that masks padding and saves its time."""
+    attn = ids != pad_id
+    lengths = attn.long().cumsum(1).argmax(1) + 1  # last non-pad position + 1 (padding is on the right)
+    n = int(lengths.max()) if ids.shape[0] and bool(attn.any()) else 1
+    return {"input_ids": ids[:, :n].long().contiguous(), "attention_mask": attn[:, :n].long().contiguous()}
 
 
 def rows_fingerprint(rows: Tensor) -> str:
@@ -277,11 +303,18 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
                         "data or a larger data.subset)")
     scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
     tr_x = x[tr_idx]
-    mean, std = _stats(tr_x, scale)
+    pad_id = raw.pad_id
+    if pad_id is not None and mix != "none":
+        raise ConfigError(f"data.mix={mix} mixes input values, but {name!r} holds token ids; use data.mix=none")
+    # token ids are never normalised
+    mean, std = (torch.zeros(1), torch.ones(1)) if pad_id is not None else _stats(tr_x, scale)
     # keep ids 0..n-1 within the train split so caches and memory banks index densely
-    train = Split(tr_x.contiguous(), y[tr_idx].contiguous(), mean, std, scale)
-    val = Split(x[val_idx].contiguous(), y[val_idx].contiguous(), mean, std, scale)
-    test = Split(test_x.contiguous(), test_y.contiguous(), mean, std, scale)
+    def make(sx: Tensor, sy: Tensor) -> Split:
+        if pad_id is None:
+            return Split(sx.contiguous(), sy.contiguous(), mean, std, scale)
+        return TokenIdSplit(sx.contiguous(), sy.contiguous(), mean, std, scale, pad_id=pad_id)
+
+    train, val, test = make(tr_x, y[tr_idx]), make(x[val_idx], y[val_idx]), make(test_x, test_y)
     if len(val) == 0:  # val_fraction=0: select on the test split, as the published CIFAR recipes do
         val = test
     use_aug = raw.augment if augment is None else augment
@@ -303,7 +336,8 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
                   **({"teacher_view": teacher_view} if teacher_view != "same" else {}), "source_rows": n_total,
                   "source_fingerprint": _content_fingerprint(x, y), "official_test": test_idx is None,
                   "train_rows_fingerprint": rows_fingerprint(tr_idx)}
-    return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx)
+    return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx,
+                      vocab_size=raw.vocab_size)
 
 
 def load_data_spec(spec: DataSpec) -> DataSplits:

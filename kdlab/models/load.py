@@ -24,12 +24,24 @@ if TYPE_CHECKING:
 
 def model_for_data(name: str, data: "DataSplits | DataInfo", **options: Any) -> nn.Module:
     """``create_model(name, ...)`` for ``data``'s classes and input shape (``[C, H, W]``, ``[H, W]``
-    or a vector ``[D]``); a model that cannot be built with ``options`` is a ConfigError."""
+    or a vector ``[D]``); a model that cannot be built with ``options`` is a ConfigError. Token data
+    (a ``vocab_size``) also sizes the embeddings of a model that takes ``vocab_size``."""
+    vocab = getattr(data, "vocab_size", None)
+    if vocab is not None and "vocab_size" not in options and _takes(name, "vocab_size"):
+        options = {**options, "vocab_size": vocab}
     shape = tuple(data.input_shape)
     if len(shape) == 1:  # vector data [D]: only models that flatten their input apply
         return _create(name, data.num_classes, in_channels=shape[0], image_size=1, **options)
     in_ch = shape[0] if len(shape) == 3 else 1
     return _create(name, data.num_classes, in_channels=in_ch, image_size=shape[-1], **options)
+
+
+def _takes(name: str, option: str) -> bool:
+    import inspect
+
+    from kdlab.models import MODELS
+
+    return option in inspect.signature(MODELS.get(name)).parameters
 
 
 def _create(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
