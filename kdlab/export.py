@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdlab.errors import ConfigError, KDLabError
+from kdlab.errors import ConfigError, IncompatibleError, KDLabError
 from kdlab.evaluate.cost import torch_threads
 from kdlab.models.contract import as_outputs
 
@@ -166,6 +166,9 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
     model, meta = load_model(checkpoint)
     if not meta.get("input_shape"):
         raise ConfigError(f"{checkpoint}: metadata has no input_shape; cannot build an example input")
+    if "vocab_size" in (meta.get("model") or {}):  # a text model: its input is a dict of token tensors
+        raise IncompatibleError(f"{checkpoint}: model {meta['model'].get('name')!r} takes token ids (input_ids + "
+                                "attention_mask); export writes one float input, so text models are not exported yet")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = LogitsOnly(model).eval()
