@@ -104,9 +104,9 @@ def bert_config(vocab_size: int, layers: int, hidden: int, heads: int, intermedi
 def text_transformer(num_classes: int, in_channels: int = 3, image_size: int = 32, vocab_size: int = 30522,
                      layers: int = 4, hidden: int = 256, heads: int = 4, intermediate: int | None = None,
                      max_len: int = 512, dropout: float = 0.1) -> nn.Module:
-    """A small BERT-shaped encoder (random init; default 4 layers × 256, about 11.2 M parameters with the
-    MiniLM vocabulary, 3.2 M of them outside the embeddings) over ``vocab_size`` token ids: the data's
-    tokenizer (given by the data)."""
+    """A small BERT-shaped encoder (random init) over ``vocab_size`` token ids (the data's tokenizer,
+    given by the data). With MiniLM's 30,522-token vocabulary and 5 classes: 4 × 256 has 11,106,053
+    parameters (7,813,632 of them token embeddings), 4 × 128 4,766,597 (3,906,816)."""
     try:
         from transformers import BertModel
     except ImportError:
