@@ -40,7 +40,13 @@ def list_models() -> list[str]:
 def takes_tokens(name: str) -> bool:
     """Whether the registered model takes token ids (a causal LM: ``[B, L, V]`` logits) rather
     than images or vectors."""
-    return getattr(MODELS.get(name), "kdlab_inputs", "dense") == "tokens"
+    return input_kind(name) == "tokens"
+
+
+def input_kind(name: str) -> str:
+    """What the registered model takes: ``dense`` (images or vectors), ``tokens`` (a causal LM) or
+    ``text`` (a text classifier: ``{"input_ids", "attention_mask"}`` → ``[B, C]`` logits)."""
+    return str(getattr(MODELS.get(name), "kdlab_inputs", "dense"))
 
 
 # every module in this package registers itself on import (kdlab.registry.NOT_REGISTRANTS names the helpers)

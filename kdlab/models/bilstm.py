@@ -42,3 +42,5 @@ def bilstm(num_classes: int, in_channels: int = 3, image_size: int = 32, vocab_s
            embed: int = 100, hidden: int = 128, layers: int = 1, dropout: float = 0.2) -> nn.Module:
     """A BiLSTM over ``vocab_size`` token ids (the data's tokenizer: ``word`` or a transformer's)."""
     return BiLSTMClassifier(vocab_size, num_classes, embed, hidden, layers, dropout)
+
+setattr(bilstm, "kdlab_inputs", "text")  # see kdlab.models.input_kind

@@ -114,3 +114,6 @@ def text_transformer(num_classes: int, in_channels: int = 3, image_size: int = 3
     cfg = bert_config(vocab_size, layers, hidden, heads, intermediate, max_len, hidden_dropout_prob=dropout,
                       attention_probs_dropout_prob=dropout)
     return EncoderClassifier(BertModel(cfg, add_pooling_layer=False), num_classes, dropout)
+
+setattr(hf_classifier, "kdlab_inputs", "text")  # see kdlab.models.input_kind
+setattr(text_transformer, "kdlab_inputs", "text")  # see kdlab.models.input_kind

@@ -10,7 +10,7 @@ from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import Schedule, make_optimizer, train_step
 from kdlab.errors import IncompatibleError
 from kdlab.methods import create_method, list_methods
-from kdlab.models import create_model, list_models, takes_tokens
+from kdlab.models import create_model, input_kind, list_models
 from kdlab.teachers import FrozenTeacher
 
 # each family appears as teacher and as student, same-family and cross-family
@@ -43,8 +43,10 @@ def _info():
 
 def test_pairs_cover_every_family():
     # "expanded" (an LwF student) wraps another registered family's model and adds a head
-    # token models (causal LMs) take token ids, not images: tests/methods/test_token_losses.py
-    fams = {n.split("_")[0].rstrip("0123456789x") for n in list_models() if n != "expanded" and not takes_tokens(n)}
+    # token models (causal LMs) take token ids, not images: tests/methods/test_token_losses.py; text
+    # classifiers: tests/methods/test_text_methods.py
+    fams = {n.split("_")[0].rstrip("0123456789x") for n in list_models()
+            if n != "expanded" and input_kind(n) == "dense"}
     used = {n.split("_")[0].rstrip("0123456789x") for p in PAIRS for n in p}
     assert fams <= used, fams - used
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kdlab.core import Outputs
-from kdlab.models import create_model, list_models, takes_tokens
+from kdlab.models import create_model, input_kind, list_models
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
@@ -51,7 +51,8 @@ def _n_params(model: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", [n for n in list_models() if not takes_tokens(n)])  # LMs: test_gpt.py
+# LMs: test_gpt.py; text classifiers: test_text_models.py
+@pytest.mark.parametrize("name", [n for n in list_models() if input_kind(n) == "dense"])
 def test_forward_backward(name: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     c, h, w = shape
