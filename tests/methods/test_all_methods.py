@@ -51,7 +51,7 @@ def test_pairs_cover_every_family():
     assert fams <= used, fams - used
 
 
-TEXT_ENCODER_ONLY = {"hidden"}
+TEXT_ENCODER_ONLY = {"hidden", "pkd"}
 
 
 @pytest.mark.parametrize("method", [m for m in list_methods()])

@@ -8,6 +8,7 @@ from kdlab.errors import ConfigError, IncompatibleError
 from kdlab.methods import create_method
 from kdlab.methods._layers import layer_map, masked_mse
 from kdlab.methods.embed import embed_loss
+from kdlab.methods.pkd import pkd_loss
 from kdlab.models import create_model
 
 
@@ -36,6 +37,13 @@ def test_embed_loss_pinned():
     assert embed_loss(s, t, mse=0.0, cosine=2.0).item() == pytest.approx(2.0)
 
 
+def test_pkd_loss_pinned():
+    s = [torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 0.0]])]
+    t = [torch.tensor([[6.0, 8.0]]), torch.tensor([[0.0, 5.0]])]
+    # layer 1: same direction → 0; layer 2: (1, 0) vs (0, 1) → 1 + 1 = 2
+    assert pkd_loss(s, t).item() == pytest.approx(2.0)
+
+
 def _pair():
     torch.manual_seed(0)
     t = create_model("text-transformer", 3, vocab_size=20, layers=4, hidden=16, heads=2).eval()
@@ -44,7 +52,7 @@ def _pair():
 
 
 @pytest.mark.parametrize("name,opts", [("hidden", {"layer_map": "uniform"}), ("hidden", {"layer_map": "last"}),
-                                       ("embed", {})])
+                                       ("embed", {}), ("pkd", {"layer_map": "last"})])
 def test_padding_never_contributes_to_the_loss(name, opts):
     s, t = _pair()
     rows = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 9, 3, 0, 0, 0]])
