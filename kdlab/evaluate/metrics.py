@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlab.core import Batch
 from kdlab.models.contract import as_outputs
 
 
@@ -19,7 +20,8 @@ def predict(model: nn.Module, split, batch_size: int = 512) -> Tensor:
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n))
         x = split.gather(idx)
-        outs.append(as_outputs(model(x if dev.type == "cpu" else x.to(dev))).logits.float().cpu())
+        x = x if dev.type == "cpu" else Batch(x).to(dev).inputs  # a tensor or a dict of token tensors
+        outs.append(as_outputs(model(x)).logits.float().cpu())
     model.train(was)
     return torch.cat(outs)
 

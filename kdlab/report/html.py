@@ -79,8 +79,9 @@ def teacher_logits(teacher: Any, split: Any, batch_size: int = 512) -> Tensor:
     outs = []
     for start in range(0, len(split), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split)))
-        x = split.gather(idx).to(device)  # a teacher left on an accelerator gets its inputs there
-        outs.append(teacher(Batch(x)).logits.float().cpu())  # no index: caches answer train ids only
+        # a teacher left on an accelerator gets its inputs there (a tensor or a dict of token tensors)
+        b = Batch(split.gather(idx)).to(device)
+        outs.append(teacher(b).logits.float().cpu())  # no index: caches answer train ids only
     return torch.cat(outs)
 
 
