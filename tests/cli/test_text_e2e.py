@@ -1,4 +1,4 @@
-"""`kdlab train` a tiny transformer teacher on a CSV of texts, then `kdlab distill --method kd` into the
+"""`kdlab train` a tiny transformer teacher on a CSV of texts, then `kdlab distill` (kd; kd+hidden) into the
 text students (same tokenizer), all offline: the teacher is built from a config, no weights downloaded."""
 import json
 import os
@@ -27,14 +27,17 @@ def test_train_a_transformer_teacher_then_distill_text_students(tmp_path):
           "--out", "t", "--quiet", cwd=tmp_path)
     teacher = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert teacher["test"]["acc"] >= 0.8  # 3 separable topics: a teacher that learned
-    for student, opts in (("bilstm", ["student.options.hidden=32"]),
-                          ("text-transformer", ["student.options.layers=1", "student.options.hidden=32",
-                                                "student.options.heads=2"])):
-        kdlab("distill", *data, "--teacher", "t/best", "--student", student, *opts, "--method", "kd",
+    for student, method, opts in (("bilstm", "kd", ["student.options.hidden=32"]),
+                                  ("text-transformer", "kd+hidden", ["student.options.layers=1",
+                                                                     "student.options.hidden=32",
+                                                                     "student.options.heads=2"])):
+        kdlab("distill", *data, "--teacher", "t/best", "--student", student, *opts, "--method", method,
               "--epochs", "6", *ADAM, "--out", f"s-{student}", "--quiet", cwd=tmp_path)
         s = json.loads((tmp_path / f"s-{student}" / "summary.json").read_text())
         assert s["test"]["acc"] >= 0.8, (student, s["test"])
         assert "name: kd" in (tmp_path / f"s-{student}" / "config.yaml").read_text()
+        last = json.loads((tmp_path / f"s-{student}" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert "train_kd" in last and ("train_hidden" in last) == (method == "kd+hidden")
     p = kdlab("export", "s-bilstm/best", "--out", "onnx", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "text models are not exported yet" in p.stderr  # stated, not silently wrong
 
