@@ -140,3 +140,13 @@ def _make(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
 
 for _n, (_d, _w) in _FAMILY.items():
     _make(_n, _d, _w)
+
+
+@register_model("resnet")
+def resnet(num_classes: int, in_channels: int = 3, image_size: int = 32, depth: int = 8, width: int = 16) -> nn.Module:
+    """The CIFAR ResNet family with its knobs open: ``depth`` (6n+2) and the base ``width`` (stem and
+    stage 1; stages 2 and 3 double it): depth 8, width 16 is resnet8, width 32 ~ half of resnet8x4.
+    Used by the student search (``kdlab search``)."""
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return CifarResNet(depth, (width, width, 2 * width, 4 * width), num_classes, in_channels)
