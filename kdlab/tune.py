@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -334,7 +335,8 @@ def teacher_source(cfg: RunConfig, data: DataSplits, needs: list[set[str]], cach
         ct = ensure_cache(spec.dir if spec else cache_dir, live, sealed,
                           views=(spec.views if spec and spec.views else (views if data.augment is not None else 1)),
                           k=spec.topk if spec else None, dtype=spec.dtype if spec else None,
-                          features=tuple(sorted(set(feats) | set(spec.features if spec else ()))), log=say)
+                          features=tuple(sorted(set(feats) | set(spec.features if spec else ()))),
+                          accelerate=cfg.teacher.accelerate, log=say)
     return TeacherSource(live, ct, feats, time.perf_counter() - t0)
 
 
@@ -394,22 +396,22 @@ def open_study(spec: TuneSpec, url: str, fingerprint: str, *, directions: list[s
     quiet_optuna_warnings()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=spec.heartbeat, grace_period=2 * spec.heartbeat,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     sampler = (optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=spec.startup_trials)
                if directions is None else optuna.samplers.NSGAIISampler(seed=spec.sampler_seed))
-    for attempt in range(5):  # processes starting together race to create the tables and the study
+    for attempt in range(6):  # processes starting together race to create the tables and the study
         try:
+            storage = optuna.storages.RDBStorage(
+                url, heartbeat_interval=spec.heartbeat, grace_period=2 * spec.heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
             study = optuna.create_study(storage=storage, study_name=spec.study, sampler=sampler, pruner=pruner,
                                         load_if_exists=True,
                                         **({"directions": directions} if directions else {"direction": "maximize"}))
             break
         except Exception:  # sqlalchemy's IntegrityError / OperationalError from the other process
-            if attempt == 4:
+            if attempt == 5:
                 raise
-            time.sleep(0.5 + attempt)
+            time.sleep(0.2 + 0.5 * attempt + random.random() * 0.3)
     old = study.user_attrs.get("fingerprint")
     if old is None:
         study.set_user_attr("fingerprint", fingerprint)
