@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -467,4 +466,3 @@ def plot_front(directory: Path, pool: list[Candidate], front: list[Candidate], r
 
 
 __all__ = ["SearchSpec", "dominates", "load_search", "onnx_latency_ms", "pareto_ranks", "search"]
-_ = np  # numpy arrays come back from ONNX Runtime
