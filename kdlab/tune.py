@@ -234,14 +234,17 @@ def validate_section(spec: type[Spec], raw: dict[str, Any], section: str) -> Any
     except ValidationError as e:
         import difflib
 
+        from kdlab.config import _fields
+
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union")))
+        loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "union")))
+        key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(str(err["loc"][-1]), list(spec.model_fields), n=1)
-            hint = f"; did you mean {section}.{near[0]!r}?" if near else ""
-            raise ConfigError(f"unknown key '{section}.{loc}'{hint}") from None
+            near = difflib.get_close_matches(str(loc[-1]), _fields(spec, loc), n=1)
+            hint = f"; did you mean '{'.'.join([section, *map(str, loc[:-1]), near[0]])}'?" if near else ""
+            raise ConfigError(f"unknown key '{section}.{key}'{hint}") from None
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"bad value for '{section}.{loc}': {msg} (got {err.get('input')!r})") from None
+        raise ConfigError(f"bad value for '{section}.{key}': {msg} (got {err.get('input')!r})") from None
 
 
 def load_tune(path: str | Path | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None

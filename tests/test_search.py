@@ -58,9 +58,9 @@ def test_grid_takes_every_combination_families_in_turn() -> None:
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("search.budget.latency=3", "unknown key 'search.budget.latency'"),
+    ("search.budget.latency=3", "unknown key 'search.budget.latency'; did you mean 'search.budget.latency_ms'?"),
     ("search.rungs=[3, 1]", "rungs must be increasing"),
-    ("search.famlies=[]", "did you mean search.'families'"),
+    ("search.famlies=[]", "did you mean 'search.families'"),
 ])
 def test_search_section_is_validated(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -45,13 +45,14 @@ def _config(tmp: Path, teacher: Path, **tune: object) -> Path:
 # ---------------------------------------------------------------- the space
 
 @pytest.mark.parametrize("override, needle", [
-    ("tune.trails=3", "unknown key 'tune.trails'; did you mean tune.'trials'"),
+    ("tune.trails=3", "unknown key 'tune.trails'; did you mean 'tune.trials'?"),
     ("tune.space.methods={kd: {tau: {low: 1, high: 2}}}", "hyperparameter 'tau'"),
     ("tune.space.methods={kdd: {}}", "unknown method 'kdd'"),
     ("tune.space.lr={low: 0.2, high: 0.1}", "low 0.2 must be below high 0.1"),
     ("tune.space.lr={low: 0, high: 0.1, log: true}", "log range needs low > 0"),
     ("tune.space.T={low: 1, hi: 2}", "tune.space.T"),
     ("tune.pruner=hyperband", "tune.pruner"),
+    ("tune.space.alhpa=0.5", "did you mean 'tune.space.alpha'?"),
 ])
 def test_space_is_validated(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as e:
