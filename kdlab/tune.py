@@ -493,7 +493,8 @@ def tune(cfg: RunConfig, spec: TuneSpec, *, data: DataSplits | None = None,
 
         def report(epoch: int, rec: dict[str, Any]) -> None:
             trial.report(float(rec["val_acc"]), epoch)
-            if trial.should_prune():
+            # after the last epoch the trial is finished: it completes with its score rather than being pruned
+            if epoch + 1 < spec.epochs and trial.should_prune():
                 say(f"trial {trial.number}: {key} pruned after epoch {epoch + 1} (val_acc {100 * rec['val_acc']:.2f}%)")
                 raise optuna.TrialPruned(f"val_acc {rec['val_acc']:.4f} after epoch {epoch + 1}")
 
