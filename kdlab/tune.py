@@ -68,6 +68,7 @@ from kdlab.teachers.resolve import resolve_teacher
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import Trial as OptunaTrial
 
 log = logging.getLogger("kdlab")
 
@@ -374,6 +375,15 @@ def train_short(cfg: RunConfig, data: DataSplits, source: TeacherSource, methods
 
 # ---------------------------------------------------------------- the study
 
+def require_optuna() -> Any:
+    """The optuna module, or a one-line error saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("kdlab tune needs Optuna: pip install 'kdlab[tune]' (optuna==5.1.0)") from None
+    return optuna
+
+
 def study_dir(cfg: RunConfig, spec: TuneSpec) -> Path:
     return Path(spec.dir or f"runs/tune-{cfg.data.name}-{cfg.student.name}")
 
@@ -393,7 +403,7 @@ def _fingerprint(cfg: RunConfig, spec: TuneSpec) -> str:
 def open_study(spec: TuneSpec, url: str, fingerprint: str, *, directions: list[str] | None = None,
                pruner: "optuna.pruners.BasePruner | None" = None) -> "optuna.Study":
     """Create or load the study (refusing one that was started with another config)."""
-    import optuna
+    optuna = require_optuna()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_optuna_warnings()
@@ -429,7 +439,7 @@ def quiet_optuna_warnings() -> None:
     to a user of kdlab."""
     import warnings
 
-    import optuna
+    optuna = require_optuna()
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*have less than 2 trials.*")
@@ -442,7 +452,7 @@ def finished(study: "optuna.Study") -> int:
 
 
 def make_pruner(spec: TuneSpec) -> "optuna.pruners.BasePruner":
-    import optuna
+    optuna = require_optuna()
 
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=max(1, spec.startup_trials), n_warmup_steps=0)
@@ -465,7 +475,7 @@ def tune(cfg: RunConfig, spec: TuneSpec, *, data: DataSplits | None = None,
          say: Callable[[str], None] = print) -> TuneResult:
     """Run (or resume, or join) the study until it holds ``spec.trials`` finished trials or this
     process's ``spec.timeout`` ends, then write ``best.yaml`` and ``report.md``."""
-    import optuna
+    optuna = require_optuna()
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -481,7 +491,7 @@ def tune(cfg: RunConfig, spec: TuneSpec, *, data: DataSplits | None = None,
         say(f"teacher outputs ready in {source.build_seconds:.1f}s (shared by every trial)")
     ran = 0
 
-    def objective(trial: optuna.trial.Trial) -> float:
+    def objective(trial: "OptunaTrial") -> float:
         nonlocal ran
         key, methods = trial_objective(trial, spec.space)
         lr = float(suggest(trial, "lr", spec.space.lr)) if spec.space.lr is not None else cfg.train.lr
@@ -594,7 +604,7 @@ def write_outputs(study: "optuna.Study", cfg: RunConfig, spec: TuneSpec, directo
 
 
 def importances(study: "optuna.Study") -> dict[str, float]:
-    import optuna
+    optuna = require_optuna()
 
     try:
         ev = optuna.importance.FanovaImportanceEvaluator(seed=0)
