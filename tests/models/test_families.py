@@ -43,3 +43,15 @@ def test_bad_knobs_are_config_errors() -> None:
         model_for_data("cnn", info, widths=[])
     with pytest.raises(ConfigError, match="no option 'width_mult'"):
         model_for_data("resnet", info, width_mult=0.5)
+
+
+def test_vit_flops_count_its_transformer_blocks() -> None:
+    # per block at dim 64, mlp_ratio 2, 17 tokens (16 patches of 7x7 + the class token), multiply-add = 2:
+    # qkv 3·64·64 + out 64·64 + MLP 2·64·128 MACs per token, plus attention scores and mixing 2·17·64 per token
+    from kdlab.evaluate.cost import count_flops
+
+    model = create_model("vit", num_classes=10, in_channels=1, image_size=28, dim=64, depth=4, patch=7)
+    per_block = 2 * 17 * (3 * 64 * 64 + 64 * 64 + 2 * 64 * 128 + 2 * 17 * 64)
+    embed = 2 * 16 * (49 * 64)
+    head = 2 * 64 * 10
+    assert count_flops(model, (1, 28, 28)) == 4 * per_block + embed + head
