@@ -52,7 +52,7 @@ from torch import nn
 
 from kdlab.config import RunConfig, load_config
 from kdlab.data import DataSplits, load_data_spec
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, IncompatibleError, NonFiniteLossError
 from kdlab.evaluate.cost import architecture_key, count_flops, count_params
 from kdlab.models.contract import as_outputs
 from kdlab.models.load import model_for_data
@@ -344,9 +344,15 @@ def search(cfg: RunConfig, spec: SearchSpec, *, data: DataSplits | None = None,
     alive = pool + ([ref] if ref is not None else [])
     for i, epochs in enumerate(spec.rungs):
         sched = cfg.train.model_copy(update={"epochs": epochs})
-        for c in alive:
+        for c in list(alive):
             t = time.perf_counter()
-            r, _ = train_short(cfg, sealed, source, methods, sched, student=(c.name, c.options))
+            try:
+                r, _ = train_short(cfg, sealed, source, methods, sched, student=(c.name, c.options))
+            except (IncompatibleError, NonFiniteLossError) as e:  # this student alone drops out
+                c.rejected = f"cannot be distilled: {e}"
+                alive.remove(c)
+                say(f"rung {i} ({epochs} epochs): {c.label} dropped ({e})")
+                continue
             c.val_acc[epochs] = float(r.best["val_acc"])
             c.seconds[epochs] = round(time.perf_counter() - t, 2)
             say(f"rung {i} ({epochs} epochs): {c.label} val_acc {100 * c.val_acc[epochs]:.2f}%  "
@@ -356,7 +362,7 @@ def search(cfg: RunConfig, spec: SearchSpec, *, data: DataSplits | None = None,
             ranks = pareto_ranks([(c.val_acc[epochs], c.latency_ms) for c in searched])
             order = sorted(range(len(searched)), key=lambda j: (ranks[j], -searched[j].val_acc[epochs]))
             n_keep = max(1, math.ceil(spec.keep * len(searched)))
-            alive = [searched[j] for j in order[:n_keep]] + ([ref] if ref is not None else [])
+            alive = [searched[j] for j in order[:n_keep]] + ([ref] if ref is not None and ref.rejected is None else [])
     last = spec.rungs[-1]
     finalists = [c for c in pool if last in c.val_acc]
     ranks = pareto_ranks([(c.val_acc[last], c.latency_ms) for c in finalists])
@@ -428,7 +434,8 @@ def write_report(directory: Path, cfg: RunConfig, spec: SearchSpec, all_c: list[
                      f"{c.latency_ms:.3f} | {accs} |")
     rejected = [c for c in all_c if c.rejected]
     if rejected:
-        lines += ["", "## Rejected by the budget", "", *[f"- {c.label}: {c.rejected}" for c in rejected]]
+        lines += ["", "## Rejected (over the budget, or could not be distilled)", "",
+                  *[f"- {c.label}: {c.rejected}" for c in rejected]]
     out = directory / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out

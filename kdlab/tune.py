@@ -55,7 +55,7 @@ from kdlab.data import DataSplits, Loader, load_data_spec
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import FitResult, fit
 from kdlab.engine.schedule import Schedule
-from kdlab.errors import ConfigError, KDLabError
+from kdlab.errors import ConfigError, IncompatibleError, KDLabError, NonFiniteLossError
 from kdlab.methods import hyperparameters
 from kdlab.models.load import model_for_data
 from kdlab.objective import family, parse_objective
@@ -521,7 +521,8 @@ def tune(cfg: RunConfig, spec: TuneSpec, *, data: DataSplits | None = None,
     left = spec.trials - finished(study)
     if left > 0:
         say(f"study {spec.study!r} in {url}: {finished(study)} of {spec.trials} trials finished")
-        study.optimize(objective, n_trials=left, timeout=spec.timeout, catch=(),
+        # a diverging trial (too high a learning rate) or a method that refuses the pair fails alone
+        study.optimize(objective, n_trials=left, timeout=spec.timeout, catch=(NonFiniteLossError, IncompatibleError),
                        callbacks=[optuna.study.MaxTrialsCallback(
                            spec.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))])
     best, rep, cmd = write_outputs(study, cfg, spec, directory, source)

@@ -157,7 +157,7 @@ def test_tiny_search_on_digits(tmp_path, monkeypatch) -> None:
     ranks = pareto_ranks([(c.val_acc[2], c.latency_ms) for c in scored if 2 in c.val_acc])
     assert len(r.front) == ranks.count(0)
     report = (r.dir / "report.md").read_text()
-    assert "Pareto front" in report and "Rejected by the budget" in report and "cnn_tiny" in report
+    assert "Pareto front" in report and "Rejected (over the budget" in report and "cnn_tiny" in report
     assert (r.dir / "pareto.png").is_file() and (r.dir / "latency.json").is_file()
     student = load_config(r.dir / "student.yaml")
     assert student.student.name == r.chosen.name and student.train.epochs == 3

@@ -151,6 +151,17 @@ def test_tiny_study_prunes_never_reads_test_and_writes_a_runnable_config(tmp_pat
     assert summary["epochs"] == 2 and summary["test"]["acc"] > 0.1
 
 
+def test_diverging_trials_fail_alone(tmp_path, teacher):
+    import kdlab.tune as tune_mod
+
+    cfg, spec = load_tune(_config(tmp_path, teacher, trials=2, epochs=1),
+                          ["tune.space.lr={low: 10000, high: 100000, log: true}", "tune.space.methods={kd: {}}"])
+    lines: list[str] = []
+    r = tune_mod.tune(cfg, spec, say=lines.append)
+    assert [t.state.name for t in r.study.trials] == ["FAIL", "FAIL"]  # the study went on after the first
+    assert r.best_config is None and r.command is None
+
+
 def test_a_study_started_with_another_config_is_refused(tmp_path, teacher):
     import kdlab.tune as tune_mod
 
