@@ -33,6 +33,11 @@ from tests.reliability._helpers import make_teacher
 INFO = DataInfo(10, 100, (1, 8, 8))
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    return make_teacher(tmp_path_factory.mktemp("search_teacher") / "t", model="mlp_tiny", epochs=1)
+
+
 class _Data:
     """What measure() reads of a dataset: the classes and the input shape."""
 
@@ -122,10 +127,9 @@ class _Tripwire:
         raise AssertionError("the test split was read (len)")
 
 
-def test_tiny_search_on_digits(tmp_path, monkeypatch) -> None:
+def test_tiny_search_on_digits(tmp_path, monkeypatch, teacher) -> None:
     from kdlab.data import load_data
 
-    teacher = make_teacher(tmp_path / "t", model="mlp_tiny", epochs=1)
     raw = {"data": {"name": "digits"}, "teacher": {"checkpoint": str(teacher), "accelerate": "eager"},
            "methods": [{"name": "ce", "weight": 0.1}, {"name": "kd"}], "train": {"epochs": 3, "batch_size": 64},
            "threads": 1, "report": False,
@@ -162,3 +166,18 @@ def test_tiny_search_on_digits(tmp_path, monkeypatch) -> None:
     student = load_config(r.dir / "student.yaml")
     assert student.student.name == r.chosen.name and student.train.epochs == 3
     assert r.command == f"kdlab distill {r.dir / 'student.yaml'}"
+
+
+def test_cli_budget_nothing_meets_is_one_line_exit_2(tmp_path, teacher) -> None:
+    from typer.testing import CliRunner
+
+    from kdlab.cli.main import _register, app
+
+    _register()
+    r = CliRunner().invoke(app, ["search", "--teacher", str(teacher), "--data", "digits", "--latency-ms", "0.000001",
+                                 "--out", str(tmp_path / "s"), "threads=1",
+                                 "search.families=[{name: cnn, options: {widths: [[4, 8]]}}]",
+                                 "search.latency.repeats=3"])
+    assert r.exit_code == 1 and isinstance(r.exception, ConfigError)  # the entry point turns it into exit 2
+    assert "no architecture meets the budget" in str(r.exception) and "latency" in str(r.exception)
+    assert len(json.loads((tmp_path / "s" / "latency.json").read_text())) == 1
