@@ -269,7 +269,7 @@ def measure(c: Candidate, data: DataSplits, budget: Budget, lat: LatencyCache) -
         return c
     c.latency_ms = lat.get(model, shape)
     if budget.latency_ms is not None and c.latency_ms > budget.latency_ms:
-        c.rejected = f"latency {c.latency_ms:.3f} ms > {budget.latency_ms} ms"
+        c.rejected = f"latency {c.latency_ms:.3f} ms > {budget.latency_ms:.4g} ms"
     return c
 
 
@@ -402,14 +402,14 @@ def write_report(directory: Path, cfg: RunConfig, spec: SearchSpec, all_c: list[
           "reference": c.reference, "val_acc": {str(k): v for k, v in c.val_acc.items()},
           "seconds": {str(k): v for k, v in c.seconds.items()}} for c in all_c + ([ref] if ref else [])], indent=1))
     plot = plot_front(directory, pool, front, ref, last)
-    budget = ", ".join(f"{k} ≤ {v}" for k, v in spec.budget.model_dump().items() if v is not None) or "none"
+    budget = ", ".join(f"{k} ≤ {v:.4g}" for k, v in spec.budget.model_dump().items() if v is not None) or "none"
     lines = [f"# Student search on `{cfg.data.name}`", "",
              f"Budget: {budget}. Latency: ONNX Runtime on this machine ({machine_id()}), batch {lat.batch_size}, "
              f"{lat.threads} thread{'s' if lat.threads > 1 else ''}, median of {lat.repeats} runs after "
              f"{lat.warmup} warm-up runs, cached per architecture. Scores: best validation accuracy of a short "
              f"distillation ({', '.join(m.name for m in cfg.methods)}) at rungs of {spec.rungs} epochs, the best "
              f"{spec.keep:.0%} by Pareto rank (accuracy ↑, latency ↓) promoted at each rung; the test split was "
-             f"sealed. Teacher outputs cached once ({build_seconds:.1f}s).", "",
+             f"sealed. Teacher outputs read from a cache built once (ready in {build_seconds:.1f}s).", "",
              f"{len(all_c)} architectures in the grid, {sum(c.rejected is None for c in all_c)} within budget, "
              f"{len(pool)} scored.", "", "## Pareto front (last rung)", "",
              "| student | params | MFLOPs | latency ms | val acc % |", "|---|---|---|---|---|"]
