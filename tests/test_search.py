@@ -93,7 +93,7 @@ def test_latency_budget_rejects_a_candidate_over_it(tmp_path, monkeypatch) -> No
     fast = measure(Candidate("cnn", {"widths": [4, 8]}), _Data(), budget, lat)  # type: ignore[arg-type]
     slow = measure(Candidate("cnn", {"widths": [32, 64]}), _Data(), budget, lat)  # type: ignore[arg-type]
     assert fast.rejected is None and fast.latency_ms == 0.2
-    assert slow.rejected == "latency 3.000 ms > 1.0 ms" and slow.latency_ms == 3.0
+    assert slow.rejected == "latency 3.000 ms > 1 ms" and slow.latency_ms == 3.0
     # a parameter budget rejects before any latency is measured (the cache has no entry for this one)
     big = measure(Candidate("cnn", {"widths": [64, 128]}), _Data(), Budget(params=1000), lat)  # type: ignore[arg-type]
     assert big.rejected is not None and big.rejected.endswith("parameters > 1000") and big.params > 1000
