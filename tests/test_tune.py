@@ -185,7 +185,16 @@ def _finished(tmp: Path) -> int:
         return 0
 
 
+def _running(tmp: Path) -> bool:
+    try:
+        return any(t.state.name == "RUNNING" for t in _study(tmp).get_trials(deepcopy=False))
+    except Exception:  # not created yet
+        return False
+
+
 def test_resume_after_sigkill(tmp_path, teacher):
+    import kdlab.tune as tune_mod
+
     cfg = _config(tmp_path, teacher, trials=5, pruner="none", epochs=2)
     p = subprocess.Popen([*KDLAB, "tune", str(cfg)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
@@ -197,9 +206,9 @@ def test_resume_after_sigkill(tmp_path, teacher):
     before = {t.number: t.params for t in _study(tmp_path).trials if t.state.name == "COMPLETE"}
     assert 2 <= len(before) < 5
     time.sleep(2.5)  # two heartbeats: the killed trial is now stale
-    q = subprocess.run([*KDLAB, "tune", str(cfg)], env=ENV, capture_output=True, text=True, timeout=300)
-    assert q.returncode == 0, q.stderr
-    assert f"{len(before)} of 5 trials finished" in q.stdout
+    lines: list[str] = []
+    tune_mod.tune(*load_tune(cfg), say=lines.append)  # the same command again (here in-process)
+    assert f"{len(before)} of 5 trials finished" in " ".join(lines)
     study = _study(tmp_path)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 5 and "RUNNING" not in states
@@ -208,12 +217,17 @@ def test_resume_after_sigkill(tmp_path, teacher):
 
 
 def test_two_processes_share_one_sqlite_study(tmp_path, teacher):
+    import kdlab.tune as tune_mod
+
     cfg = _config(tmp_path, teacher, trials=8, pruner="none", epochs=3)
-    ps = [subprocess.Popen([*KDLAB, "tune", str(cfg)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True) for _ in range(2)]
-    for p in ps:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    p = subprocess.Popen([*KDLAB, "tune", str(cfg)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 120
+    while not _running(tmp_path) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)  # the other process has joined the study and runs its first trial
+    tune_mod.tune(*load_tune(cfg), say=lambda _m: None)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
     trials = _study(tmp_path).trials
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(done) >= 8
