@@ -56,6 +56,7 @@ from kdlab.errors import ConfigError, IncompatibleError, NonFiniteLossError
 from kdlab.evaluate.cost import architecture_key, count_flops, count_params
 from kdlab.models.contract import as_outputs
 from kdlab.models.load import model_for_data
+from kdlab.objective import DEFAULT_METHOD, parse_objective
 from kdlab.spec import Spec
 from kdlab.tune import method_needs, seal_test, split_config, teacher_source, train_short, validate_section
 
@@ -120,7 +121,9 @@ class SearchSpec(Spec):
 
 def load_search(path: str | Path | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
                 ) -> tuple[RunConfig, SearchSpec]:
-    cfg, raw = split_config(path, list(overrides), "search", base)
+    # the students are scored by distillation: kdlab's default objective unless the config names one
+    default = {"methods": parse_objective(DEFAULT_METHOD)}
+    cfg, raw = split_config(path, list(overrides), "search", {**default, **(base or {})})
     return cfg, validate_section(SearchSpec, raw, "search")
 
 

@@ -400,7 +400,7 @@ def _fingerprint(cfg: RunConfig, spec: TuneSpec) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_study(spec: TuneSpec, url: str, fingerprint: str, *, directions: list[str] | None = None,
+def open_study(spec: TuneSpec, url: str, fingerprint: str, *,
                pruner: "optuna.pruners.BasePruner | None" = None) -> "optuna.Study":
     """Create or load the study (refusing one that was started with another config)."""
     optuna = require_optuna()
@@ -409,8 +409,7 @@ def open_study(spec: TuneSpec, url: str, fingerprint: str, *, directions: list[s
     quiet_optuna_warnings()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    sampler = (optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=spec.startup_trials)
-               if directions is None else optuna.samplers.NSGAIISampler(seed=spec.sampler_seed))
+    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=spec.startup_trials)
     for attempt in range(6):  # processes starting together race to create the tables and the study
         try:
             storage = optuna.storages.RDBStorage(
@@ -418,8 +417,7 @@ def open_study(spec: TuneSpec, url: str, fingerprint: str, *, directions: list[s
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
             study = optuna.create_study(storage=storage, study_name=spec.study, sampler=sampler, pruner=pruner,
-                                        load_if_exists=True,
-                                        **({"directions": directions} if directions else {"direction": "maximize"}))
+                                        load_if_exists=True, direction="maximize")
             break
         except Exception:  # sqlalchemy's IntegrityError / OperationalError from the other process
             if attempt == 5:

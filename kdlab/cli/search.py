@@ -30,7 +30,6 @@ def search(ctx: typer.Context,
       kdlab search configs/search_fmnist.yaml search.budget.latency_ms=1.0 search.rungs=[2,6]
     """
     from kdlab.cli.common import _yaml, split_args
-    from kdlab.objective import DEFAULT_METHOD, parse_objective
     from kdlab.search import load_search
     from kdlab.search import search as run_search
 
@@ -38,5 +37,5 @@ def search(ctx: typer.Context,
     flags = {"teacher.checkpoint": teacher, "data.name": data, "search.budget.latency_ms": latency_ms,
              "search.budget.params": params, "search.budget.mflops": mflops, "search.dir": out}
     flag_overrides = [f"{k}={_yaml(v)}" for k, v in flags.items() if v is not None]
-    cfg, spec = load_search(path, flag_overrides + overrides, base={"methods": parse_objective(DEFAULT_METHOD)})
+    cfg, spec = load_search(path, flag_overrides + overrides)
     run_search(cfg, spec, say=typer.echo)
