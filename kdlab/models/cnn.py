@@ -1,7 +1,8 @@
 """A small plain CNN family (conv-BN-ReLU stages, max-pool between stages).
 
 cnn_tiny (8-16-32), cnn_small (16-32-64), cnn_medium (32-64-128), cnn_large (64-128-256, two convs
-per stage). Works for any input channels and any image size >= 8 (global average pooling).
+per stage); ``cnn`` takes the knobs (``widths``, ``convs_per_stage``) for the student search. Works for
+any input channels and any image size >= 8 (global average pooling).
 """
 from __future__ import annotations
 

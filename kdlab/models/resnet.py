@@ -7,6 +7,7 @@ shape changes. Global average pooling, then one linear layer.
 
 * resnet8/14/20/32/44/56/110: stem 16, stages 16-32-64.
 * resnet8x4, resnet32x4: stem 32, stages 64-128-256 (four times wider stages).
+* resnet: ``depth`` and base ``width`` as options (stem w, stages w-2w-4w), for the student search.
 
 Parameter counts at 100 classes, 3x32x32: resnet8 0.08M, resnet20 0.28M, resnet32 0.47M,
 resnet56 0.86M, resnet110 1.74M, resnet8x4 1.23M, resnet32x4 7.43M.

@@ -11,7 +11,8 @@ methods that need maps ``[B, C, H, W]`` refuse a ViT side; FitNet connects token
 to a CNN's maps (see ``kdlab.methods._connectors``).
 
 Registered: ``vit_tiny`` (dim 64, depth 4, 4 heads, patch 4; 0.14M parameters for 10 classes of 1×28×28), ``vit_small``
-(dim 128, depth 6, 4 heads, patch 4; 0.81M).
+(dim 128, depth 6, 4 heads, patch 4; 0.81M), and ``vit`` with every knob (``dim``, ``depth``, ``heads``,
+``patch``, ``mlp_ratio``) as an option, for the student search.
 """
 from __future__ import annotations
 
