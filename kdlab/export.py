@@ -10,11 +10,15 @@ Files written to the output directory:
 * ``model.onnx``: input ``input`` ``[batch, *input_shape]`` float32 (normalised as in
   ``export.json``), output ``logits`` ``[batch, classes]``; batch size is dynamic.
 * ``model.pt``: TorchScript (traced); ``torch.jit.load("model.pt")(x)`` returns the logits.
-* with ``int8``: ``model_int8.onnx`` (ONNX Runtime dynamic quantisation: int8 weights, activations
-  quantised on the fly) and ``model_int8.pt`` (``torch.ao.quantization.quantize_dynamic`` on the
-  Linear layers).
-* ``export.json``: the pre-processing (scale, mean, std), class names, input shape, file checksums
-  and the measured table.
+* with ``int8``: ``model_int8.onnx``, ONNX Runtime *static* post-training quantisation in the QDQ
+  format (int8 weights per output channel, int8 activations with ranges calibrated on training
+  samples: the S8S8 format ONNX Runtime runs with its int8 kernels; dynamic quantisation of a CNN
+  runs ConvInteger and is slower than fp32 on x86), and ``model_int8.pt``
+  (``torch.ao.quantization.quantize_dynamic`` on the Linear layers). Each int8 file is timed against
+  its fp32 counterpart: one that is slower or not smaller is reported as such, with the numbers, in
+  ``ExportResult.warnings`` and ``export.json`` (``kdlab export`` prints them).
+* ``export.json``: the pre-processing from the data source's own raw values (``raw``: what they are;
+  ``x = (raw * scale - mean) / std``), class names, input shape, file checksums and the measured table.
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ class ExportResult:
     inputs: str  # "N test samples of <data>" or "N random inputs"
     batch: int
     manifest: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # int8 variants that do not pay, with the numbers
 
     def get(self, name: str) -> Artifact:
         return next(a for a in self.artifacts if a.name == name)
@@ -107,7 +112,17 @@ def _run_batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch: int) -> Tenso
     return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def _inputs(meta: dict[str, Any], data: str | None, n: int, root: str | None) -> tuple[Tensor, Tensor | None, str]:
+@dataclass
+class _Inputs:
+    x: Tensor  # normalised test inputs [N, *input_shape]
+    y: Tensor | None
+    described: str
+    calib: Tensor | None = None  # normalised training inputs, for static int8 calibration
+    raw_scale: float | None = None  # the data source's raw values × raw_scale = the stored inputs
+    raw: str = ""
+
+
+def _inputs(meta: dict[str, Any], data: str | None, n: int, root: str | None, calib: int = 0) -> _Inputs:
     """Real inputs (the test split, normalised as the checkpoint expects), else random ones."""
     name = data or meta.get("data")
     shape = tuple(meta["input_shape"])
@@ -116,18 +131,77 @@ def _inputs(meta: dict[str, Any], data: str | None, n: int, root: str | None) ->
             from kdlab.data import data_for_checkpoint
 
             d = data_for_checkpoint(meta, data, root)  # the recorded data and split unless told otherwise
-            s = d.test
+            s, tr = d.test, d.train
             if "mean" in meta and s.x.dim() == 4:
                 from dataclasses import replace
 
                 s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+                tr = replace(tr, mean=s.mean, std=s.std)
             idx = torch.arange(min(n, len(s)))
             if tuple(s.x.shape[1:]) == shape:
-                return s.gather(idx), None if s.y is None else s.y[idx], f"{len(idx)} test samples of {name}"
+                # calibration samples spread over the training split (a fixed, seeded choice)
+                cidx = torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:calib]
+                return _Inputs(s.gather(idx), None if s.y is None else s.y[idx], f"{len(idx)} test samples of {name}",
+                               tr.gather(cidx) if calib else None, d.raw_scale, d.raw)
         except KDLabError:
             pass
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, *shape, generator=g), None, f"{n} random inputs ({name or 'no dataset'} unavailable)"
+    x = torch.randn(n, *shape, generator=g)
+    return _Inputs(x, None, f"{n} random inputs ({name or 'no dataset'} unavailable)", x[:calib] if calib else None)
+
+
+def quantize_static_onnx(src: str | Path, dst: str | Path, calib: Tensor, per_channel: bool = True) -> None:
+    """ONNX Runtime post-training static quantisation of ``src`` into ``dst``: QDQ format, int8
+    activations (MinMax ranges over ``calib`` ``[N, *input_shape]``, normalised inputs) and int8
+    weights (per output channel when ``per_channel``), i.e. S8S8, which ONNX Runtime runs with its
+    int8 kernels (QLinearConv, QGemm) on x86."""
+    import logging
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": calib[i:i + 64].numpy()} for i in range(0, len(calib), 64)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on the root logger
+    try:
+        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        logging.getLogger().setLevel(root_level)
+
+
+def int8_warnings(rows: list[Artifact], pairs: list[tuple[str, str]]) -> list[str]:
+    """One line per int8 artifact that is slower (at batch 1 or at the large batch) or not smaller
+    than its fp32 counterpart; ``pairs`` are ``(int8 name, fp32 name)``."""
+    by = {r.name: r for r in rows}
+    out = []
+    for q, f in pairs:
+        if q not in by or f not in by:
+            continue
+        a, b = by[q], by[f]
+        worse = []
+        if a.latency_b1_ms > b.latency_b1_ms:
+            worse.append(f"{a.latency_b1_ms / b.latency_b1_ms:.1f}× slower at batch 1 "
+                         f"({a.latency_b1_ms:.3f} vs {b.latency_b1_ms:.3f} ms)")
+        if a.latency_batch_ms > b.latency_batch_ms:
+            worse.append(f"{a.latency_batch_ms / b.latency_batch_ms:.1f}× slower per large batch "
+                         f"({a.latency_batch_ms:.2f} vs {b.latency_batch_ms:.2f} ms)")
+        if a.size_kb >= b.size_kb:
+            worse.append(f"not smaller ({a.size_kb:.1f} vs {b.size_kb:.1f} KB)")
+        if worse:
+            out.append(f"{q} does not pay against {f}: " + "; ".join(worse) + " — prefer the fp32 file")
+    return out
 
 
 def _accuracy(logits: Tensor, y: Tensor | None) -> float | None:
@@ -146,19 +220,20 @@ def _ort_session(path: Path, threads: int | None):
 
 def export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool = False, teacher: str | Path | None = None,
            data: str | None = None, root: str | None = None, samples: int = 1000, batch: int = 64, opset: int = 17,
-           threads: int | None = 1) -> ExportResult:
+           threads: int | None = 1, calibration: int = 512) -> ExportResult:
     """Write ONNX + TorchScript (+ int8) of a kdlab checkpoint into ``out_dir``; check and time each.
 
     threads: CPU threads for every timing, PyTorch and ONNX Runtime alike (default 1: the most
     reproducible number; ``None`` keeps PyTorch's current setting).
+    calibration: training samples that calibrate the static int8 activation ranges (with ``int8``).
     """
     with torch_threads(threads):
         return _export(checkpoint, out_dir, int8=int8, teacher=teacher, data=data, root=root, samples=samples,
-                       batch=batch, opset=opset, threads=threads or torch.get_num_threads())
+                       batch=batch, opset=opset, threads=threads or torch.get_num_threads(), calibration=calibration)
 
 
 def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher: str | Path | None, data: str | None,
-            root: str | None, samples: int, batch: int, opset: int, threads: int) -> ExportResult:
+            root: str | None, samples: int, batch: int, opset: int, threads: int, calibration: int) -> ExportResult:
     from kdlab.evaluate.cost import size_on_disk_bytes
     from kdlab.models.load import load_model
     from kdlab.store.checkpoint import atomic_write_text, sha256_file
@@ -169,7 +244,8 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = LogitsOnly(model).eval()
-    x, y, described = _inputs(meta, data, samples, root)
+    inp = _inputs(meta, data, samples, root, calib=calibration if int8 else 0)
+    x, y, described = inp.x, inp.y, inp.described
     with torch.no_grad():
         ref = _run_batched(net, x, 256)
     x1, xb = x[:1], x[:batch] if len(x) >= batch else x.repeat(-(-batch // len(x)), *[1] * (x.dim() - 1))[:batch]
@@ -214,17 +290,9 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
         rows.append(torch_row("torchscript", torch.jit.load(str(ts_path)), ts_path, ts_path.stat().st_size))
         files["torchscript"] = ts_path.name
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             q_onnx = out / "model_int8.onnx"
-            import logging
-
-            root_level = logging.getLogger().level
-            logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on the root logger
-            try:
-                quantize_dynamic(str(onnx_path), str(q_onnx), weight_type=QuantType.QInt8)
-            finally:
-                logging.getLogger().setLevel(root_level)
+            assert inp.calib is not None
+            quantize_static_onnx(onnx_path, q_onnx, inp.calib)
             rows.append(ort_row("onnx int8", q_onnx))
             files["onnx_int8"] = q_onnx.name
             q_net = torch.ao.quantization.quantize_dynamic(copy.deepcopy(net), {nn.Linear}, dtype=torch.qint8)
@@ -234,7 +302,8 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
             files["torchscript_int8"] = q_ts.name
         if teacher is not None:
             t_model, t_meta = load_model(teacher)
-            tx, ty, _ = _inputs(t_meta, data or meta.get("data"), samples, root)
+            t_inp = _inputs(t_meta, data or meta.get("data"), samples, root)
+            tx, ty = t_inp.x, t_inp.y
             t_net = LogitsOnly(t_model).eval()
             with torch.no_grad():
                 t_logits = _run_batched(t_net, tx, 256)
@@ -246,16 +315,22 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
         ref_ms = rows[0].latency_b1_ms
         for r in rows:
             r.speedup = ref_ms / r.latency_b1_ms if r.latency_b1_ms > 0 else None
+    warns = int8_warnings(rows, [("onnx int8", "onnx (onnxruntime)"), ("torchscript int8", "torchscript")])
+    # the record must reproduce the model's inputs from the source's own raw values: the stored
+    # inputs are raw × raw_scale (digits: /16), and the pipeline multiplies those by meta's scale
+    raw_scale = inp.raw_scale if inp.raw_scale is not None else 1.0
     manifest = {
         "source": str(checkpoint), "model": meta.get("model"), "classes": meta.get("classes"),
         "input": {"name": "input", "shape": ["batch", *meta["input_shape"]], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", len(meta.get("classes") or []) or None]},
-        "preprocess": {"scale": meta.get("scale", 1.0), "mean": meta.get("mean"), "std": meta.get("std"),
-                       "formula": "x = (raw * scale - mean) / std, per channel"},
+        "preprocess": {"scale": meta.get("scale", 1.0) * raw_scale, "mean": meta.get("mean"), "std": meta.get("std"),
+                       "formula": "x = (raw * scale - mean) / std, per channel",
+                       "raw": inp.raw or ("unknown: the data source was not available at export; scale assumes "
+                                          "the inputs kdlab stores")},
         "files": {k: {"path": v, "sha256": sha256_file(out / v)} for k, v in files.items()},
         "checked_on": described, "opset": opset, "threads": threads, "latency_batch": batch,
-        "results": [asdict(r) for r in rows],
+        "results": [asdict(r) for r in rows], "warnings": warns,
     }
     atomic_write_text(out / "export.json", json.dumps(manifest, indent=2))
     (out / "export.json").chmod(0o644)
-    return ExportResult(out, rows, described, batch, manifest)
+    return ExportResult(out, rows, described, batch, manifest, warns)
