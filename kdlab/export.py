@@ -11,9 +11,9 @@ Files written to the output directory:
   ``export.json``), output ``logits`` ``[batch, classes]``; batch size is dynamic.
 * ``model.pt``: TorchScript (traced); ``torch.jit.load("model.pt")(x)`` returns the logits.
 * with ``int8``: ``model_int8.onnx``, ONNX Runtime *static* post-training quantisation in the QDQ
-  format (int8 weights per output channel, int8 activations with ranges calibrated on training
-  samples: the S8S8 format ONNX Runtime runs with its int8 kernels; dynamic quantisation of a CNN
-  runs ConvInteger and is slower than fp32 on x86), and ``model_int8.pt``
+  format (int8 weights per output channel, uint8 activations with ranges calibrated on training
+  samples: the U8S8 format ONNX Runtime on x86 runs with its int8 kernels; dynamic quantisation of a
+  CNN runs ConvInteger and is slower than fp32 on x86), and ``model_int8.pt``
   (``torch.ao.quantization.quantize_dynamic`` on the Linear layers). Each int8 file is timed against
   its fp32 counterpart: one that is slower or not smaller is reported as such, with the numbers, in
   ``ExportResult.warnings`` and ``export.json`` (``kdlab export`` prints them).
@@ -150,11 +150,13 @@ def _inputs(meta: dict[str, Any], data: str | None, n: int, root: str | None, ca
     return _Inputs(x, None, f"{n} random inputs ({name or 'no dataset'} unavailable)", x[:calib] if calib else None)
 
 
-def quantize_static_onnx(src: str | Path, dst: str | Path, calib: Tensor, per_channel: bool = True) -> None:
-    """ONNX Runtime post-training static quantisation of ``src`` into ``dst``: QDQ format, int8
-    activations (MinMax ranges over ``calib`` ``[N, *input_shape]``, normalised inputs) and int8
-    weights (per output channel when ``per_channel``), i.e. S8S8, which ONNX Runtime runs with its
-    int8 kernels (QLinearConv, QGemm) on x86."""
+def quantize_static_onnx(src: str | Path, dst: str | Path, calib: Tensor, per_channel: bool = True,
+                         activations: str = "u8") -> None:
+    """ONNX Runtime post-training static quantisation of ``src`` into ``dst``: QDQ format, uint8
+    activations (``activations="s8"``: int8; MinMax ranges over ``calib`` ``[N, *input_shape]``,
+    normalised inputs) and int8 weights (per output channel when ``per_channel``). U8S8 is what ONNX
+    Runtime on x86 fuses into its int8 kernels (QLinearConv, QGemm); an S8S8 graph runs there as
+    float ops between Dequantize/Quantize nodes (docs/quantization.md)."""
     import logging
 
     from onnxruntime.quantization import (
@@ -175,7 +177,8 @@ def quantize_static_onnx(src: str | Path, dst: str | Path, calib: Tensor, per_ch
     root_level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on the root logger
     try:
-        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+        act = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[activations]
+        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, activation_type=act,
                         weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax)
     finally:
         logging.getLogger().setLevel(root_level)
@@ -334,3 +337,100 @@ def _export(checkpoint: str | Path, out_dir: str | Path, *, int8: bool, teacher:
     atomic_write_text(out / "export.json", json.dumps(manifest, indent=2))
     (out / "export.json").chmod(0o644)
     return ExportResult(out, rows, described, batch, manifest, warns)
+
+
+def qdq_int8_weights(path: str | Path) -> None:
+    """Rewrite a QDQ ONNX model in place so that every weight is stored as int8: each
+    ``QuantizeLinear`` whose input is a float initializer (a Conv/Gemm weight fake-quantised in
+    training) is computed once and replaced by its int8 initializer, which the ``DequantizeLinear``
+    then reads: the layout ``quantize_static`` writes, 4× smaller, and the one ONNX Runtime's QDQ
+    fusion needs to pick its int8 kernels. Constant nodes feeding those are read too."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    # Identity of an initializer (the exporter's de-duplication) is the initializer
+    for n in g.node:
+        if n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+    keep, new_inits = [], []
+    for n in g.node:
+        if n.op_type == "QuantizeLinear" and all(i in consts for i in n.input):
+            w, scale, zp = (consts[i] for i in n.input[:3])
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            shape = [1] * w.ndim
+            if scale.ndim == 1:
+                shape[axis] = -1
+            q = np.clip(np.rint(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.int32), -128, 127)
+            new_inits.append(numpy_helper.from_array(q.astype(np.int8), n.output[0]))
+            continue
+        keep.append(n)
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    # drop what only fed the folded nodes (float weights, their Identity/Constant producers)
+    keep = [n for n in keep if n.op_type not in ("Constant", "Identity") or any(o in used for o in n.output)]
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    inits = [i for i in g.initializer if i.name in used] + new_inits
+    del g.node[:]
+    g.node.extend(keep)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def onnx_export(model: nn.Module, path: str | Path, example: Tensor, opset: int = 17) -> Path:
+    """``model`` (``x -> Outputs | logits``, eval mode) as ONNX at ``path``: input ``input``
+    ``[batch, *example.shape[1:]]``, output ``logits``, dynamic batch."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer chatter
+        torch.onnx.export(LogitsOnly(model).eval(), (example[:2],), str(path), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
+    return path
+
+
+def export_qat_onnx(qat_model: nn.Module, path: str | Path, example: Tensor, opset: int = 17) -> Path:
+    """A fake-quantised model (:func:`kdlab.models.quant.prepare_qat`) as a QDQ int8 ONNX model:
+    quantisation parameters frozen to constants, weights stored as int8 (:func:`qdq_int8_weights`)."""
+    from kdlab.models.quant import freeze
+
+    onnx_export(freeze(qat_model), path, example, opset)
+    qdq_int8_weights(path)
+    return Path(path)
+
+
+def ort_logits(path: str | Path, x: Tensor, threads: int = 1, batch: int = 256) -> Tensor:
+    """Logits ``[N, K]`` of an ONNX model in ONNX Runtime (CPU) over normalised inputs ``x``."""
+    sess = _ort_session(Path(path), threads)
+    return torch.from_numpy(np.concatenate([sess.run(["logits"], {"input": x[i:i + batch].numpy()})[0]
+                                            for i in range(0, len(x), batch)]))
+
+
+def ort_latency(paths: dict[str, Path], x: Tensor, batches: tuple[int, ...] = (1, 256), threads: int = 1,
+                repeats: int = 15, warmup: int = 3) -> dict[str, dict[int, float]]:
+    """Median milliseconds per call of each ONNX model at each batch size; the models are timed in
+    interleaved rounds (one call of each per round), so a load change on a shared machine hits
+    them alike."""
+    sessions = {k: _ort_session(p, threads) for k, p in paths.items()}
+    out: dict[str, dict[int, float]] = {k: {} for k in paths}
+    for b in batches:
+        a = x[:b].numpy() if len(x) >= b else x.repeat(-(-b // len(x)), *[1] * (x.dim() - 1))[:b].numpy()
+        for s in sessions.values():
+            for _ in range(warmup):
+                s.run(["logits"], {"input": a})
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        for _ in range(repeats):
+            for k, s in sessions.items():
+                t = time.perf_counter()
+                s.run(["logits"], {"input": a})
+                times[k].append((time.perf_counter() - t) * 1000)
+        for k in paths:
+            out[k][b] = statistics.median(times[k])
+    return out
