@@ -35,19 +35,35 @@ ROWS = [("fp32 alone", "alone", "fp32"), ("fp32 KD", "kd", "fp32"), ("PTQ int8 (
 
 
 def run_seed(a: argparse.Namespace, seed: int, work: Path) -> dict[str, dict]:
+    """Per kind (kd, alone): the fp32 student (trained once, kept under ``work/<kind>/fp32``), then
+    ``kdlab quantize`` on that checkpoint (PTQ, QAT, deploy/) under ``work/<kind>/qat-…``."""
+    from kdlab.api import distill, train
+
     out: dict[str, dict] = {}
+    data = load_data_spec(load_config(base={"data": {"name": "fashion-mnist", "subset": a.subset}}).data)
     for kind in ("kd", "alone"):
-        done = work / kind / "deploy" / "quantized.json"
+        fp32 = work / kind / "fp32"
+        if not (fp32 / "best.safetensors").is_file():
+            t = time.time()
+            opts = {"epochs": a.epochs, "seed": seed, "out": str(fp32), "batch_size": 128, "lr": 0.05}
+            if kind == "kd":  # the scheme's objective: 0.9·T²·KL + 0.1·CE at T = 4
+                distill(str(TEACHER), a.student, data, method="kd", alpha=0.9, T=4.0, **opts)
+            else:
+                train(a.student, data, **opts)
+            print(f"seed {seed} {kind} fp32: {time.time() - t:.0f}s", flush=True)
+        q = work / kind / f"qat-e{a.qat_epochs}-lr{a.qat_lr}"
+        done = q / "deploy" / "quantized.json"
         if not done.is_file():
-            scheme = {"name": "quantize", "student": a.student, "qat_epochs": a.qat_epochs, "qat_lr": a.qat_lr,
-                      **({"teacher": str(TEACHER)} if kind == "kd" else {})}
+            scheme = {"name": "quantize", "student": str(fp32 / "best"), "qat_epochs": a.qat_epochs,
+                      "qat_lr": a.qat_lr, **({"teacher": str(TEACHER)} if kind == "kd" else {})}
             cfg = load_config(base={"data": {"name": "fashion-mnist", "subset": a.subset}, "seed": seed,
                                     "train": {"epochs": a.epochs, "batch_size": 128, "lr": 0.05},
-                                    "out": str(work / kind), "report": False, "scheme": scheme})
+                                    "out": str(q), "report": False, "scheme": scheme})
             t = time.time()
-            run_scheme("quantize", cfg, data=load_data_spec(cfg.data), progress=False)
-            print(f"seed {seed} {kind}: {time.time() - t:.0f}s", flush=True)
+            run_scheme("quantize", cfg, data=data, progress=False)
+            print(f"seed {seed} {kind} quantize: {time.time() - t:.0f}s", flush=True)
         out[kind] = json.loads(done.read_text())
+        out[kind]["dir"] = str(q)
     return out
 
 
@@ -58,7 +74,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--qat-epochs", type=int, default=3)
-    ap.add_argument("--qat-lr", type=float, default=0.005)
+    ap.add_argument("--qat-lr", type=float, default=0.0005)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--work", default="runs/quantized")
     ap.add_argument("--out", default="benchmarks/quantized.md")
@@ -69,8 +85,7 @@ def main() -> None:
 
     # latency of the first seed's files, every file interleaved in each round
     s0 = per_seed[a.seeds[0]]
-    work0 = Path(a.work) / tag / f"s{a.seeds[0]}"
-    paths = {name: work0 / kind / "deploy" / s0[kind]["deploy"][key]["path"] for name, kind, key in ROWS}
+    paths = {name: Path(s0[kind]["dir"]) / "deploy" / s0[kind]["deploy"][key]["path"] for name, kind, key in ROWS}
     cfg = load_config(base={"data": {"name": "fashion-mnist", "subset": a.subset}})
     d = load_data_spec(cfg.data)
     x = d.test.gather(torch.arange(min(len(d.test), 256)))

@@ -38,7 +38,7 @@ def quantize_cmd(ctx: typer.Context,
                  T: Optional[float] = typer.Option(None, "--T", help="temperature (default 4)"),
                  qat_epochs: Optional[int] = typer.Option(None, help="quantisation-aware fine-tuning epochs "
                                                           "(default 3)"),
-                 qat_lr: Optional[float] = typer.Option(None, help="its learning rate (default 0.005)"),
+                 qat_lr: Optional[float] = typer.Option(None, help="its learning rate (default 0.0005)"),
                  activations: Optional[str] = typer.Option(None, help="int8 activation type: u8 (default; what "
                                                            "ONNX Runtime on x86 accelerates) or s8"),
                  calibration: Optional[int] = typer.Option(None, help="training samples calibrating the "
