@@ -29,15 +29,18 @@ from kdlab.models.contract import as_outputs
 ATTACKS = ("fgsm", "pgd")
 
 
-def _loss(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(model(p), y, reduction="none")
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [B, K], y [B]) -> per-sample loss [B]
 
 
-def _grad_sign(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _grad_sign(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
     """(sign of d loss / d p ``[B, ...]``, per-sample loss at p ``[B]``)."""
     with torch.enable_grad():
         p = p.detach().requires_grad_(True)
-        loss = _loss(model, p, y)
+        loss = loss_fn(model(p), y)
         (g,) = torch.autograd.grad(loss.sum(), p)
     return g.sign(), loss.detach()
 
@@ -50,7 +53,8 @@ def _keep_worst(best: Tensor, best_loss: Tensor, cand: Tensor, cand_loss: Tensor
 
 def attack_pixels(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor, *, kind: Literal["fgsm", "pgd"] = "pgd",
                   eps: float = 0.1, steps: int = 20, step_size: float | None = None, restarts: int = 1,
-                  lo: float = 0.0, hi: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+                  lo: float = 0.0, hi: float = 1.0, generator: torch.Generator | None = None,
+                  loss_fn: LossFn = cross_entropy) -> Tensor:
     """Adversarial pixels ``[B, ...]`` for pixels ``p`` ``[B, ...]`` in [lo, hi] with labels ``y``
     ``[B]``; ``model(p) -> logits [B, K]``. Every output lies in the ε-ball around ``p`` and in
     [lo, hi]; per sample its loss is ≥ the clean loss (see the module docstring).
@@ -58,6 +62,8 @@ def attack_pixels(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor, *, ki
     fgsm: one step of size ε from the clean input (steps, step_size, restarts ignored).
     pgd: ``restarts`` × (uniform random start in the ε-ball, ``steps`` steps of ``step_size``,
     default 2.5 ε / steps as in Madry et al.).
+    loss_fn: what the attack maximises (default cross-entropy with ``y``; adversarial distillation
+    passes a divergence from the teacher's soft labels, with ``y`` the row ids).
     """
     if kind not in ATTACKS:
         raise ConfigError(f"unknown attack {kind!r} (attacks: {', '.join(ATTACKS)})")
@@ -65,7 +71,8 @@ def attack_pixels(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor, *, ki
         raise ConfigError(f"attack needs eps >= 0, steps >= 1 and restarts >= 1 (got {eps}, {steps}, {restarts})")
     p = p.detach()
     best = p.clone()
-    best_loss = _loss(model, p, y).detach()
+    with torch.no_grad():
+        best_loss = loss_fn(model(p), y)
     if eps == 0:
         return best
 
@@ -73,18 +80,20 @@ def attack_pixels(model: Callable[[Tensor], Tensor], p: Tensor, y: Tensor, *, ki
         return torch.clamp(torch.minimum(torch.maximum(q, p - eps), p + eps), lo, hi)
 
     if kind == "fgsm":
-        s, _ = _grad_sign(model, p, y)
+        s, _ = _grad_sign(model, p, y, loss_fn)
         adv = project(p + eps * s)
-        return _keep_worst(best, best_loss, adv, _loss(model, adv, y).detach())[0]
+        with torch.no_grad():
+            return _keep_worst(best, best_loss, adv, loss_fn(model(adv), y))[0]
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     for _ in range(restarts):
         u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) * 2 - 1
         q = project(p + eps * u)
         for _ in range(steps):
-            s, loss = _grad_sign(model, q, y)
+            s, loss = _grad_sign(model, q, y, loss_fn)
             best, best_loss = _keep_worst(best, best_loss, q, loss)
             q = project(q + alpha * s)
-        best, best_loss = _keep_worst(best, best_loss, q, _loss(model, q, y).detach())
+        with torch.no_grad():
+            best, best_loss = _keep_worst(best, best_loss, q, loss_fn(model(q), y))
     return best
 
 
