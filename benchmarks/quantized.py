@@ -124,14 +124,19 @@ def main() -> None:
     agree = [per_seed[s]["kd"]["deploy"]["qat_int8"]["agreement_with_pytorch"] for s in a.seeds]
     fp, q8 = paths["fp32 KD"], paths["QAT + KD int8"]
     lines += ["", "Targets (QAT + KD int8 against fp32 KD):", "",
-              f"- accuracy gap: {100 * (statistics.mean(fk) - statistics.mean(qk)):+.2f} points "
-              "(target ≤ 0.3); above PTQ by "
-              f"{100 * (statistics.mean(qk) - statistics.mean(pk)):+.2f} and above QAT alone by "
+              f"- top-1, QAT + KD int8 minus fp32 KD: {100 * (statistics.mean(qk) - statistics.mean(fk)):+.2f} "
+              "points (target: ≥ −0.3); minus PTQ int8 of fp32 KD: "
+              f"{100 * (statistics.mean(qk) - statistics.mean(pk)):+.2f}; minus QAT alone int8: "
               f"{100 * (statistics.mean(qk) - statistics.mean(qa)):+.2f} points",
               f"- latency at batch 256, 1 thread: {lat[1]['QAT + KD int8'][256] / lat[1]['fp32 KD'][256]:.2f}× "
               f"fp32; 2 threads: {lat[2]['QAT + KD int8'][256] / lat[2]['fp32 KD'][256]:.2f}× (target ≤ 0.6×)",
               f"- file size: {q8.stat().st_size / fp.stat().st_size:.2f}× fp32 (target ≤ 0.35×)",
-              f"- ONNX int8 vs the PyTorch QAT model: {100 * min(agree):.2f} % top-1 agreement (lowest seed)"]
+              f"- ONNX int8 vs the PyTorch QAT model: {100 * min(agree):.2f} % top-1 agreement (lowest seed)", "",
+              f"Read with care: the QAT students train {a.qat_epochs} epochs more than the fp32 ones they start "
+              f"from ({a.epochs}); at a short fp32 budget those extra epochs, not quantisation, set the QAT rows' "
+              "lead over fp32, and they lower their agreement with fp32. A gain smaller than the seed spread "
+              "is noise (one seed: no spread measured). Timings come from 2 cores shared with a background "
+              "training job: the 2-thread column competes with it and is slower than 1 thread here."]
     Path(a.out).write_text("\n".join(lines) + "\n")
     Path(a.out).with_suffix(".json").write_text(json.dumps({"per_seed": per_seed, "latency": {
         str(th): {k: {str(b): v for b, v in d_.items()} for k, d_ in lat[th].items()} for th in lat}}, indent=1))
