@@ -48,6 +48,7 @@ def test_export_cli_writes_checked_deployable_files(runs):
     for name in ("onnx int8", "torchscript int8"):
         assert rows[name]["agreement"] >= 0.9 and rows[name]["latency_b1_ms"] > 0
     assert rows["onnx int8"]["size_kb"] < rows["onnx (onnxruntime)"]["size_kb"]
+    assert manifest["int8_method"].startswith("kdlab post-training quantisation")
 
     # deploy as a consumer would: raw test images + export.json's pre-processing + onnxruntime only
     import onnxruntime as ort

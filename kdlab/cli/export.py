@@ -39,6 +39,8 @@ def export_(checkpoint: str = typer.Argument(..., help="a kdlab checkpoint (run/
     typer.echo(r.table())
     worst = max(a.max_abs_diff or 0.0 for a in r.artifacts if "int8" not in a.name)
     typer.echo(f"max |ONNX/TorchScript − PyTorch| over the logits: {worst:.2e}")
+    if r.manifest.get("int8_method"):
+        typer.echo(f"int8 ONNX: {r.manifest['int8_method']}")
     for w in r.warnings:
         typer.echo(f"warning: {w}")
     typer.echo(f"written to {r.out_dir}: " + ", ".join(f["path"] for f in r.manifest["files"].values())

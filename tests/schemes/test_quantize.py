@@ -70,3 +70,13 @@ def test_a_model_it_cannot_quantise_is_refused(tmp_path, digits):
                             "scheme": {"name": "quantize", "student": "vit_tiny"}})
     with pytest.raises(IncompatibleError, match="cannot quantise"):
         run_scheme("quantize", cfg, data=digits, progress=False)
+
+
+def test_export_of_a_quantised_checkpoint_keeps_its_trained_quantisation(quantized, tmp_path):
+    from kdlab.export import export
+
+    root, r = quantized
+    res = export(root / "q" / "best", tmp_path / "deploy", int8=True, samples=180)
+    assert res.manifest["int8_method"].startswith("the checkpoint's own")
+    assert res.get("onnx int8").agreement >= 0.995  # against the fake-quantised PyTorch model
+    assert res.get("onnx int8").acc == pytest.approx(r.test["acc"], abs=0.006)
