@@ -96,8 +96,7 @@ def main() -> None:
         return f"{100 * m:.2f}" + (f" ± {100 * statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
 
     lines = ["# Int8 students: quantisation-aware distillation on Fashion-MNIST", "",
-             f"Command: `python benchmarks/quantized.py --seeds {' '.join(map(str, a.seeds))}"
-             + (f" --subset {a.subset}" if a.subset else "") + f" --epochs {a.epochs} --qat-epochs {a.qat_epochs}`",
+             f"Command: `python benchmarks/quantized.py {' '.join(sys.argv[1:])}`",
              "", f"Student {a.student}; teacher kdlab/assets/teachers/fmnist_resnet56 (94.60 %); "
              f"data Fashion-MNIST, {'first ' + str(a.subset) if a.subset else 'all'} training images "
              f"(test: {len(d.test)} images); fp32 stage {a.epochs} epochs (SGD, lr 0.05, cosine, batch 128), "
