@@ -50,4 +50,4 @@ def eval_(checkpoint: str = typer.Argument(..., help="a checkpoint (run/best or 
     if as_json:
         typer.echo(json.dumps(m, indent=2))
     else:
-        typer.echo("  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        typer.echo("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
