@@ -30,6 +30,7 @@ COMMANDS = {
                    "--no-baseline"], []),
     "lifelong": (["lifelong", "--model", "mlp_tiny", "--no-baseline"], ["old"]),
     "cross-modal": (["cross-modal", "--teacher", "mlp_tiny", "--student", "mlp_tiny", "--no-baseline"], ["teacher"]),
+    "quantize": (["quantize", "--student", "cnn_tiny", "--qat-epochs", "1", "--no-export"], ["fp32"]),
 }
 
 
