@@ -307,7 +307,8 @@ def load_text(name: str = "bbc-news", root: str | None = None, *, tokenizer: str
     prov = {"name": name, "root": root, "options": {"tokenizer": tokenizer, "seq_len": seq_len},
             "val_fraction": val_fraction, "subset": subset, "split_seed": split_seed, "source_rows": len(records),
             "official_test": False, "train_rows_fingerprint": rows_fingerprint(tr)}
-    return TextSplits(f"text:{name}", splits[0], splits[1], splits[2], tok.tokens(), None, prov, tr, te, tok)
+    return TextSplits(f"text:{name}", splits[0], splits[1], splits[2], tok.tokens(), None, prov, tr, te,
+                      tokenizer=tok)
 
 
 def load_text_spec(spec: DataSpec) -> TextSplits:
