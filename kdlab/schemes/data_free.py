@@ -57,9 +57,11 @@ class DataFreeOptions(Spec):
     synth: Literal["dafl", "dfad", "zskt", "deepinv"] = "dafl"  # the synthesizer
     synth_options: dict[str, Any] = {}  # the synthesizer's hyperparameters (kdlab.synth.<name>), e.g. {lr: 0.001}
     steps: int = Field(50, ge=1)  # student steps (synthetic batches) per epoch
-    method: str | list[str | dict[str, Any]] = "kd"  # the student's objective on synthetic batches
-    alpha: float | None = 1.0  # weight of the distillation term (no labels: CE has nothing to weigh)
-    T: float | None = 1.0  # temperature of the distillation term (the papers' KL at T = 1)
+    # the student's objective on synthetic batches (null: the synthesizer's paper's: mae for dfad, KD at T = 1
+    # for the others); there are no labels, so CE has nothing to weigh
+    method: str | list[str | dict[str, Any]] | None = None
+    alpha: float | None = 1.0  # weight of the distillation term
+    T: float | None = None  # temperature of the distillation term (null: the method's default or the paper's)
     samples: int = Field(512, ge=16)  # synthetic samples drawn for the report (histogram, grid, diversity)
     curve: bool = True  # evaluate the real test split after every epoch (accuracy vs compute; report only)
 
@@ -104,6 +106,15 @@ def agreement(student: nn.Module, teacher: Teacher, x: Tensor) -> float:
     return float((s == teacher(Batch(x)).logits.argmax(1)).float().mean())
 
 
+def student_objective(opts: DataFreeOptions, paper: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resolved methods list: ``opts.method`` with α/T, or the synthesizer's paper objective at
+    weight α (its temperature unless ``opts.T`` is given)."""
+    if opts.method is not None:
+        return objective(opts.method, opts.alpha, opts.T)
+    entry = {**paper, **({"T": opts.T} if opts.T is not None else {})}
+    return objective([entry], opts.alpha, None)
+
+
 @register_scheme("data-free", DataFreeOptions)
 def data_free(ctx: SchemeContext, opts: DataFreeOptions) -> Result:
     """Distil ``opts.teacher`` into ``opts.student`` on synthetic inputs only.
@@ -116,8 +127,9 @@ def data_free(ctx: SchemeContext, opts: DataFreeOptions) -> Result:
     if not opts.teacher or is_model_name(opts.teacher):
         raise ConfigError("data-free distillation needs a trained teacher: give --teacher a kdlab checkpoint "
                           f"(e.g. runs/x/best){', not the model name ' + repr(opts.teacher) if opts.teacher else ''}")
-    methods = objective(opts.method, opts.alpha, opts.T)
-    synth = create_synth(opts.synth, **opts.synth_options)
+    # the synthetic batch is the student's batch: train.batch_size unless the synthesizer's options set one
+    synth = create_synth(opts.synth, **{"batch_size": ctx.schedule.batch_size, **opts.synth_options})
+    methods = student_objective(opts, type(synth).student_method)
     d = ctx.data
     free = without_training_data(d)
     teacher = ctx.teacher(opts.teacher, free)

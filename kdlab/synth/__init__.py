@@ -116,6 +116,8 @@ class Synthesizer:
     """
 
     needs_bn: ClassVar[bool] = False
+    # the student's objective in the synthesizer's paper (the run's default; --method replaces it)
+    student_method: ClassVar[dict[str, Any]] = {"name": "kd", "T": 1.0}
     batch_size: int = 128
 
     def bind(self, teacher: GradTeacher, student: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:

@@ -1,0 +1,136 @@
+"""Data-free distillation against real-data training: each synthesizer's student on the real test
+set, next to the same student distilled on real data and trained on real labels. Writes
+``benchmarks/data_free.md`` (the section of ``--data``) and ``benchmarks/data_free.json``.
+
+    # digits (runs in minutes on one thread): a cnn_small teacher trained here -> cnn_tiny
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py --data digits
+
+    # Fashion-MNIST, the shipped resnet56 teacher (855k parameters) -> resnet8 (78k, 11x smaller), full size
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py --data fashion-mnist --epochs 40 --steps 200 \\
+        --real-epochs 30 --deepinv-iterations 500
+
+Every data-free run reads no training image; the real-data rows use the training split (``--subset``
+training images). Wall and CPU seconds are measured in this process at one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from kdlab.api import distill, scheme, train  # noqa: E402
+from kdlab.data import load_data  # noqa: E402
+
+SYNTHS = ("dafl", "dfad", "zskt", "deepinv")
+SHIPPED = str(ROOT.parent / "kdlab" / "assets" / "teachers" / "fmnist_resnet56")
+
+
+def timed(fn: Any) -> tuple[Any, float, float]:
+    w, c = time.perf_counter(), time.process_time()
+    r = fn()
+    return r, time.perf_counter() - w, time.process_time() - c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", choices=("digits", "fashion-mnist"), default="digits")
+    ap.add_argument("--subset", type=int, default=None, help="training images of the real-data rows (and test cap)")
+    ap.add_argument("--epochs", type=int, default=10, help="data-free epochs")
+    ap.add_argument("--steps", type=int, default=50, help="data-free student steps per epoch")
+    ap.add_argument("--real-epochs", type=int, default=30, help="epochs of the real-data rows")
+    ap.add_argument("--teacher-epochs", type=int, default=30, help="digits: epochs of the teacher trained here")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--deepinv-iterations", type=int, default=100)
+    ap.add_argument("--synths", default=",".join(SYNTHS))
+    ap.add_argument("--reduced", action="store_true", help="label the table as a reduced run")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    runs = Path("runs/bench-data-free") / args.data
+    d = load_data(args.data, split_seed=0, subset=args.subset)
+    rows: list[dict[str, Any]] = []
+    train_opts = {"batch_size": args.batch_size, "lr": 0.05}
+    if args.data == "digits":
+        student = "cnn_tiny"
+        r, w, c = timed(lambda: train("cnn_small", d, epochs=args.teacher_epochs, seed=args.seed,
+                                      out=str(runs / "teacher"), **train_opts))
+        teacher = str(runs / "teacher" / "best")
+        rows.append({"row": "teacher cnn_small (real labels)", "acc": r.test["acc"], "wall": w, "cpu": c,
+                     "params": sum(p.numel() for p in r.student.parameters())})
+    else:
+        student, teacher = "resnet8", SHIPPED
+    r, w, c = timed(lambda: train(student, d, epochs=args.real_epochs, seed=args.seed, **train_opts))
+    params = sum(p.numel() for p in r.student.parameters())
+    rows.append({"row": f"{student} on real labels", "acc": r.test["acc"], "wall": w, "cpu": c, "params": params})
+    r, w, c = timed(lambda: distill(teacher, student, d, method="kd", epochs=args.real_epochs, seed=args.seed,
+                                    **train_opts))
+    rows.append({"row": f"{student} KD on real data (0.9 KD T=4 + 0.1 CE)", "acc": r.test["acc"], "wall": w, "cpu": c,
+                 "params": params})
+    t_acc = None
+    for name in args.synths.split(","):
+        so: dict[str, Any] = {"iterations": args.deepinv_iterations} if name == "deepinv" else {}
+        r, w, c = timed(lambda: scheme("data-free", d, epochs=args.epochs, seed=args.seed, train=train_opts,
+                                       out=str(runs / name), teacher=teacher, student=student, synth=name,
+                                       synth_options=so, steps=args.steps))
+        t_acc = r.extra["teacher_acc"]
+        rows.append({"row": f"{student} data-free, {name}", "acc": r.test["acc"], "wall": w, "cpu": c, "params": params,
+                     "diversity": r.extra["diversity"], "diversity_test": r.extra["diversity_test"],
+                     "histogram": r.extra["class_histogram"]})
+        print(rows[-1], flush=True)
+    out = {"data": args.data, "args": vars(args), "teacher": teacher, "teacher_acc": t_acc, "rows": rows,
+           "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + " ".join(sys.argv[1:]),
+           "test_samples": len(d.test), "train_samples": len(d.train)}
+    path = ROOT / "data_free.json"
+    allres = json.loads(path.read_text()) if path.is_file() else {}
+    allres[args.data] = out
+    path.write_text(json.dumps(allres, indent=2))
+    write_md(allres)
+
+
+def write_md(allres: dict[str, Any]) -> None:
+    lines = ["# Data-free distillation (`kdlab data-free`)", "",
+             "Each synthesizer's student on the **real test set**, next to the same student distilled on real data "
+             "and trained on real labels. The data-free runs read no training image. One seed (0): differences of a "
+             "point or two between rows are within what another seed could change, i.e. noise. Machine: 2 shared CPU "
+             "cores, every run at one thread (wall and CPU seconds measured in the benchmark process). Written by "
+             "`benchmarks/data_free.py`.", ""]
+    for key in ("digits", "fashion-mnist"):
+        if key not in allres:
+            continue
+        o = allres[key]
+        a = o["args"]
+        red = " — REDUCED run (see the settings; not the issue's full target)" if a.get("reduced") else ""
+        lines += [f"## {key}{red}", "", f"Command: `{o['command']}`", "",
+                  f"Teacher: `{o['teacher']}` (real test top-1 {100 * o['teacher_acc']:.2f} %). Test split: "
+                  f"{o['test_samples']} images; real-data rows train on {o['train_samples']} images for "
+                  f"{a['real_epochs']} epochs. Data-free rows: {a['epochs']} epochs × {a['steps']} steps of batch "
+                  f"{a['batch_size']} (DeepInversion: {a['deepinv_iterations']} Adam iterations per inverted batch, "
+                  "a new batch every 10 student steps, memory bank 4096).", "",
+                  "| student | params | test top-1 | wall s | CPU s | diversity (test inputs) |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for r in o["rows"]:
+            div = f"{r['diversity']:.2f} ({r['diversity_test']:.2f})" if "diversity" in r else ""
+            lines.append(f"| {r['row']} | {r['params']:,} | {100 * r['acc']:.2f} % | {r['wall']:.0f} | {r['cpu']:.0f} "
+                         f"| {div} |")
+        best = max((r for r in o["rows"] if "data-free" in r["row"]), key=lambda r: r["acc"], default=None)
+        kd = next((r for r in o["rows"] if "KD on real" in r["row"]), None)
+        if best and kd:
+            lines += ["", f"Best data-free student: {best['row']}, {100 * best['acc']:.2f} % against "
+                      f"{100 * kd['acc']:.2f} % with KD on real data "
+                      f"(gap {100 * (kd['acc'] - best['acc']):.2f} points)."]
+        lines.append("")
+    (ROOT / "data_free.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
