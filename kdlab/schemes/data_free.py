@@ -52,14 +52,13 @@ from kdlab.synth import Synthesizer, SynthLoader, create_synth, grad_teacher
 class DataFreeOptions(Spec):
     """``scheme:`` options of ``kdlab data-free``."""
 
-    teacher: str = ""  # a trained teacher: a kdlab checkpoint (run/best) or another differentiable source
+    teacher: str | None = None  # a trained teacher: a kdlab checkpoint (run/best) or another differentiable source
     student: str = "resnet8"  # model name
     synth: Literal["dafl", "dfad", "zskt", "deepinv"] = "dafl"  # the synthesizer
     synth_options: dict[str, Any] = {}  # the synthesizer's hyperparameters (kdlab.synth.<name>), e.g. {lr: 0.001}
     steps: int = Field(50, ge=1)  # student steps (synthetic batches) per epoch
-    # the student's objective on synthetic batches (null: the synthesizer's paper's: mae for dfad, KD at T = 1
-    # for the others); there are no labels, so CE has nothing to weigh
-    method: str | list[str | dict[str, Any]] | None = None
+    # no labels here, so CE has nothing to weigh
+    method: str | list[str | dict[str, Any]] | None = None  # null: the synth paper's (mae for dfad, kd T=1)
     alpha: float | None = 1.0  # weight of the distillation term
     T: float | None = None  # temperature of the distillation term (null: the method's default or the paper's)
     samples: int = Field(512, ge=16)  # synthetic samples drawn for the report (histogram, grid, diversity)

@@ -1,0 +1,115 @@
+"""Adversarial distillation: a discriminator tells the teacher's outputs from the student's."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlab.core import Batch, DataInfo, Method, Outputs
+from kdlab.errors import IncompatibleError
+from kdlab.methods import register_method
+
+
+class _ReverseGrad(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by ``−scale`` (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_grad(x: Tensor, scale: float = 1.0) -> Tensor:
+    """``x`` unchanged, with its gradient multiplied by ``−scale`` on the way back."""
+    return _ReverseGrad.apply(x, scale)
+
+
+def discriminator_loss(d_teacher: Tensor, d_student: Tensor) -> Tensor:
+    """Binary cross-entropy of a discriminator that labels teacher samples 1 and student samples 0:
+    ``−mean log σ(d_t) − mean log(1 − σ(d_s))``. Discriminator logits ``[B]`` each (Wang et al., eq. 3,
+    with the expectation as a batch mean)."""
+    return (F.binary_cross_entropy_with_logits(d_teacher, torch.ones_like(d_teacher))
+            + F.binary_cross_entropy_with_logits(d_student, torch.zeros_like(d_student)))
+
+
+class Discriminator(nn.Module):
+    """``[B, D]`` (feature maps ``[B, C, H, W]`` and tokens ``[B, L, D]`` averaged first) → logits ``[B]``:
+    an MLP ``D → hidden → hidden → 1`` with LeakyReLU(0.2)."""
+
+    def __init__(self, dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(_flat(x)).squeeze(1)
+
+
+def _flat(x: Tensor) -> Tensor:
+    """Maps ``[B, C, H, W]`` and token sequences ``[B, L, D]`` are averaged to one vector per sample."""
+    if x.dim() == 4:
+        return x.mean(dim=(2, 3))
+    return x.mean(dim=1) if x.dim() == 3 else x.flatten(1)
+
+
+@register_method("adv")
+class Adversarial(Method):
+    """Adversarial Learning of Portable Student Networks (Wang, Xu, Xu, Tao; AAAI 2018).
+
+    A discriminator learns to tell the teacher's ``feature`` (``"logits"`` or a named feature such
+    as ``pooled``) from the student's; the student learns to fool it. Added to another method:
+    ``--method kd+adv``.
+
+    How it fits the one loop: a gradient-reversal layer sits between the student's output and the
+    discriminator, and the term returned is the discriminator's own loss (:func:`discriminator_loss`,
+    times ``weight``). One backward then trains both players: the discriminator, a submodule of this
+    method and so in the loop's optimiser and the run's state, descends its loss; the student
+    receives the same gradient times ``−reverse`` and ascends it (the minimax game of the paper).
+    The alternative, a method that steps its own discriminator optimiser in an engine hook, needs
+    a second backward and a hook the loop does not have; the reversal layer needs neither. The
+    price: the discriminator trains with the student's optimiser and learning rate.
+
+    A named feature of another width than the teacher's is first mapped to it by a linear
+    connector on the student's side (trained with the student, i.e. to fool the discriminator too).
+    ``weight`` and ``reverse`` default to 1 (our choice: the logged ``adv`` term is then the
+    discriminator's BCE, ≈ 2·ln 2 = 1.39 when it cannot tell the two apart).
+    """
+
+    family = "adversarial"
+
+    def __init__(self, weight: float = 1.0, feature: str = "logits", hidden: int = 128, reverse: float = 1.0) -> None:
+        super().__init__()
+        if reverse <= 0:
+            raise ValueError(f"reverse (the reversed gradient's scale) must be > 0, got {reverse}")
+        self.weight, self.feature, self.hidden, self.reverse = weight, feature, hidden, reverse
+        self.needs = frozenset({"logits"} if feature == "logits" else {feature})  # type: ignore[misc]
+        self.disc: Discriminator | None = None
+        self.connector: nn.Module | None = None
+
+    def _pick(self, out: Outputs) -> Tensor:
+        return out.logits if self.feature == "logits" else out.features[self.feature]
+
+    def prepare(self, student: Outputs, teacher: Outputs | None, info: DataInfo) -> None:
+        super().prepare(student, teacher, info)
+        assert teacher is not None
+        s, t = _flat(self._pick(student)), _flat(self._pick(teacher))
+        if s.dim() != 2 or t.dim() != 2:
+            raise IncompatibleError(f"adv needs [B, D] or [B, C, H, W] for {self.feature!r}, got student "
+                                    f"{tuple(self._pick(student).shape)}, teacher {tuple(self._pick(teacher).shape)}")
+        if s.shape[1] != t.shape[1]:
+            self.connector = nn.Linear(s.shape[1], t.shape[1])
+        self.disc = Discriminator(t.shape[1], self.hidden)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        assert teacher is not None and self.disc is not None, "adv: prepare() builds the discriminator first"
+        s = _flat(self._pick(student))
+        if self.connector is not None:
+            s = self.connector(s)
+        t = _flat(self._pick(teacher)).detach()
+        return {"adv": self.weight * discriminator_loss(self.disc(t), self.disc(reverse_grad(s, self.reverse)))}
