@@ -175,7 +175,10 @@ def test_digits_data_free_student_beats_chance_without_reading_the_training_spli
     assert summary["extra"]["class_histogram"] == e["class_histogram"]
 
 
-def test_resume_is_exact(digits, teacher_ckpt, tmp_path):
+def test_resume_is_exact(digits, teacher_ckpt, tmp_path, monkeypatch):
+    import kdlab.report
+
+    monkeypatch.setattr(kdlab.report, "report_after_run", lambda *a, **k: None)  # not what is tested here
     kw = dict(train={**FAST, "lr_schedule": "constant"}, teacher=str(teacher_ckpt), student="cnn_tiny", synth="dfad",
               steps=4, synth_options={"student_steps": 2}, samples=16, curve=False)
     a = scheme("data-free", digits, epochs=2, out=str(tmp_path / "a"), **kw)
