@@ -203,3 +203,17 @@ def test_bad_synth_options_are_config_errors():
         create_synth("deepinv", iters=3)
     with pytest.raises(ConfigError, match="student_steps must be >= 1"):
         create_synth("dfad", student_steps=0)
+
+
+def test_exported_teachers_onnx_refused_torchscript_without_bn_hooks(digits, teacher_ckpt, tmp_path):
+    from kdlab.export import export
+    from kdlab.teachers.resolve import resolve_teacher
+
+    export(teacher_ckpt, tmp_path / "exp", samples=64, batch=8)
+    onnx = resolve_teacher(tmp_path / "exp" / "model.onnx", digits)
+    with pytest.raises(IncompatibleError, match="gradients through the teacher, but the teacher is an ONNX model"):
+        grad_teacher(onnx, needs_bn=False, synth="dfad")
+    ts = resolve_teacher(tmp_path / "exp" / "model.pt", digits)
+    assert grad_teacher(ts, needs_bn=False, synth="dfad") is not None  # a traced program passes gradients
+    with pytest.raises(IncompatibleError, match="TorchScript program does not take"):
+        grad_teacher(ts, needs_bn=True, synth="deepinv")
