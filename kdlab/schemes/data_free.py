@@ -84,7 +84,8 @@ def without_training_data(d: DataSplits) -> DataSplits:
     """``d`` with its training split replaced by an empty one of the same shape and normalisation:
     what describes the data (shape, classes, mean/std) stays, no training sample does."""
     tr = d.train
-    empty = Split(torch.empty(0, *tr.x.shape[1:]), None, tr.mean, tr.std, 1.0, torch.empty(0, dtype=torch.long))
+    # the scale stays: checkpoints record it as the deployed model's pre-processing
+    empty = Split(torch.empty(0, *tr.x.shape[1:]), None, tr.mean, tr.std, tr.scale, torch.empty(0, dtype=torch.long))
     return replace(d, train=empty, augment=None, train_rows=None)
 
 
@@ -144,7 +145,8 @@ def data_free(ctx: SchemeContext, opts: DataFreeOptions) -> Result:
     vx = synth.sample(min(256, opts.samples), torch.Generator().manual_seed(ctx.seed + 1))
     with torch.no_grad():
         vy = teacher(Batch(vx)).logits.argmax(1)
-    run_data = replace(free, val=Split(vx, vy, d.test.mean, d.test.std, 1.0))
+    # already normalised inputs: identity normalisation
+    run_data = replace(free, val=Split(vx, vy, torch.zeros_like(d.test.mean), torch.ones_like(d.test.std), 1.0))
     trainable = SynthDistiller(student, teacher, create_methods(methods), synth)
     loader = SynthLoader(synth, opts.steps)
     probe = torch.Generator()

@@ -217,3 +217,13 @@ def test_exported_teachers_onnx_refused_torchscript_without_bn_hooks(digits, tea
     assert grad_teacher(ts, needs_bn=False, synth="dfad") is not None  # a traced program passes gradients
     with pytest.raises(IncompatibleError, match="TorchScript program does not take"):
         grad_teacher(ts, needs_bn=True, synth="deepinv")
+
+
+def test_without_training_data_keeps_the_description_not_the_samples(digits):
+    from kdlab.schemes.data_free import without_training_data
+
+    free = without_training_data(replace(digits, train=replace(digits.train, scale=0.5)))
+    assert len(free.train) == 0 and free.train.y is None and free.augment is None
+    assert free.input_shape == digits.input_shape and free.num_classes == 10
+    assert free.train.scale == 0.5 and torch.equal(free.train.mean, digits.train.mean)  # the deployed pre-processing
+    assert free.test is digits.test
