@@ -1,8 +1,6 @@
 """Adversarial distillation: a discriminator tells the teacher's outputs from the student's."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,22 +10,10 @@ from kdlab.errors import IncompatibleError
 from kdlab.methods import register_method
 
 
-class _ReverseGrad(torch.autograd.Function):
-    """Identity forward; the backward multiplies the gradient by ``−scale`` (Ganin & Lempitsky, 2015)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return -ctx.scale * grad, None
-
-
-def reverse_grad(x: Tensor, scale: float = 1.0) -> Tensor:
-    """``x`` unchanged, with its gradient multiplied by ``−scale`` on the way back."""
-    return _ReverseGrad.apply(x, scale)
+def fooling_loss(d_student: Tensor) -> Tensor:
+    """The student's (non-saturating) adversarial loss: ``−mean log σ(d_s)``, i.e. BCE towards the
+    teacher label 1 for its own samples; bounded below by 0. Discriminator logits ``[B]``."""
+    return F.binary_cross_entropy_with_logits(d_student, torch.ones_like(d_student))
 
 
 def discriminator_loss(d_teacher: Tensor, d_student: Tensor) -> Tensor:
@@ -66,28 +52,32 @@ class Adversarial(Method):
     as ``pooled``) from the student's; the student learns to fool it. Added to another method:
     ``--method kd+adv``.
 
-    How it fits the one loop: a gradient-reversal layer sits between the student's output and the
-    discriminator, and the term returned is the discriminator's own loss (:func:`discriminator_loss`,
-    times ``weight``). One backward then trains both players: the discriminator, a submodule of this
-    method and so in the loop's optimiser and the run's state, descends its loss; the student
-    receives the same gradient times ``−reverse`` and ascends it (the minimax game of the paper).
-    The alternative, a method that steps its own discriminator optimiser in an engine hook, needs
-    a second backward and a hook the loop does not have; the reversal layer needs neither. The
-    price: the discriminator trains with the student's optimiser and learning rate.
+    How it fits the one loop, with one backward: the method returns two terms. ``adv_d`` is the
+    discriminator's BCE (:func:`discriminator_loss`) on the teacher's output and the student's
+    *detached* output, so its gradient reaches the discriminator only; the discriminator is a
+    submodule of this method, so it is in the loop's optimiser and the run's state. ``adv`` is the
+    student's non-saturating fooling loss (:func:`fooling_loss`) through the discriminator with its
+    parameters detached (``torch.func.functional_call``), so its gradient reaches the student only.
+    A gradient-reversal layer (one term, the student ascending the discriminator's loss) was tried
+    first and diverged: the reversed BCE is unbounded above, the student's logits grew until the
+    term was infinite (kd+adv, digits, seed 2, step 53). An engine hook stepping a separate
+    discriminator optimiser would need a second backward and a hook the loop does not have. The
+    price of both one-backward designs: the discriminator trains with the student's optimiser and
+    learning rate.
 
     A named feature of another width than the teacher's is first mapped to it by a linear
     connector on the student's side (trained with the student, i.e. to fool the discriminator too).
-    ``weight`` and ``reverse`` default to 1 (our choice: the logged ``adv`` term is then the
-    discriminator's BCE, ≈ 2·ln 2 = 1.39 when it cannot tell the two apart).
+    ``weight`` (the student's term) and ``d_weight`` (the discriminator's) default to 1 (our choice; a
+    discriminator that cannot tell the two apart logs ``adv_d`` ≈ 2·ln 2 = 1.39 and ``adv`` ≈ ln 2).
     """
 
     family = "adversarial"
 
-    def __init__(self, weight: float = 1.0, feature: str = "logits", hidden: int = 128, reverse: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, feature: str = "logits", hidden: int = 128, d_weight: float = 1.0) -> None:
         super().__init__()
-        if reverse <= 0:
-            raise ValueError(f"reverse (the reversed gradient's scale) must be > 0, got {reverse}")
-        self.weight, self.feature, self.hidden, self.reverse = weight, feature, hidden, reverse
+        if d_weight <= 0:
+            raise ValueError(f"d_weight (the discriminator's loss weight) must be > 0, got {d_weight}")
+        self.weight, self.feature, self.hidden, self.d_weight = weight, feature, hidden, d_weight
         self.needs = frozenset({"logits"} if feature == "logits" else {feature})  # type: ignore[misc]
         self.disc: Discriminator | None = None
         self.connector: nn.Module | None = None
@@ -112,4 +102,7 @@ class Adversarial(Method):
         if self.connector is not None:
             s = self.connector(s)
         t = _flat(self._pick(teacher)).detach()
-        return {"adv": self.weight * discriminator_loss(self.disc(t), self.disc(reverse_grad(s, self.reverse)))}
+        d_loss = discriminator_loss(self.disc(t), self.disc(s.detach()))  # reaches the discriminator only
+        frozen = {k: v.detach() for k, v in self.disc.named_parameters()}
+        d_s = torch.func.functional_call(self.disc, frozen, (s,))  # reaches the student only
+        return {"adv_d": self.d_weight * d_loss, "adv": self.weight * fooling_loss(d_s)}

@@ -5,24 +5,19 @@ import torch
 
 from kdlab.core import Batch, DataInfo, Outputs
 from kdlab.methods import create_method
-from kdlab.methods.adv import discriminator_loss, reverse_grad
+from kdlab.methods.adv import discriminator_loss, fooling_loss
 from kdlab.objective import parse_objective
 
 
-def test_discriminator_loss_by_hand():
+def test_discriminator_and_fooling_losses_by_hand():
     # σ(0) = 1/2 on both sides: ln 2 + ln 2
     assert float(discriminator_loss(torch.zeros(3), torch.zeros(3))) == pytest.approx(2 * math.log(2))
     d_t, d_s = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
     by_hand = (math.log1p(math.exp(-2)) + math.log(2)) / 2 + (math.log1p(math.exp(-1)) + math.log1p(math.exp(1))) / 2
     assert float(discriminator_loss(d_t, d_s)) == pytest.approx(by_hand)
-
-
-def test_reverse_grad_is_identity_forward_and_negated_backward():
-    x = torch.tensor([1.0, -2.0], requires_grad=True)
-    y = reverse_grad(x, 0.5)
-    assert torch.equal(y, x.detach())
-    (3 * y).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([-1.5, -1.5]))
+    # −mean log σ(d_s) = mean log(1 + e^{−d_s})
+    assert float(fooling_loss(d_s)) == pytest.approx((math.log1p(math.exp(1)) + math.log1p(math.exp(-1))) / 2)
+    assert float(fooling_loss(torch.tensor([50.0]))) == pytest.approx(0.0, abs=1e-12)  # bounded below
 
 
 def _prepared(feature="logits"):
@@ -34,23 +29,25 @@ def _prepared(feature="logits"):
     return m, s, t
 
 
-def test_one_backward_trains_both_players_against_each_other():
+def test_one_backward_trains_each_player_on_its_own_loss():
     m, s, t = _prepared()
-    loss = m(s, t, Batch(torch.zeros(6, 1)))["adv"]
-    loss.backward()
-    # the student's gradient is the discriminator loss's, reversed: it ascends what the discriminator descends
+    terms = m(s, t, Batch(torch.zeros(6, 1)))
+    sum(terms.values()).backward()
+    # the student's gradient is that of the fooling loss alone
     s2 = s.logits.detach().clone().requires_grad_(True)
-    plain = discriminator_loss(m.disc(t.logits), m.disc(s2))
-    (g,) = torch.autograd.grad(plain, s2)
-    assert torch.allclose(s.logits.grad, -g)
-    assert all(p.grad is not None for p in m.disc.parameters())  # the discriminator descends its loss
-    # an SGD step on the discriminator alone lowers its loss; on the student alone raises it
+    (g_s,) = torch.autograd.grad(fooling_loss(m.disc(s2)), s2)
+    assert torch.allclose(s.logits.grad, g_s)
+    # the discriminator's gradient is that of its BCE alone (student detached)
+    params = list(m.disc.parameters())
+    g_d = torch.autograd.grad(discriminator_loss(m.disc(t.logits), m.disc(s.logits.detach())), params)
+    assert all(torch.allclose(p.grad, g) for p, g in zip(params, g_d))
+    # a step on the discriminator lowers its loss; a step on the student lowers its fooling loss
     with torch.no_grad():
-        for p in m.disc.parameters():
+        before_d = float(terms["adv_d"])
+        for p in params:
             p -= 0.1 * p.grad
-        after_d = float(discriminator_loss(m.disc(t.logits), m.disc(s.logits)))
-        after_s = float(discriminator_loss(m.disc(t.logits), m.disc(s.logits - 0.5 * s.logits.grad)))
-    assert after_d < float(loss.detach()) and after_s > after_d
+        assert float(discriminator_loss(m.disc(t.logits), m.disc(s.logits))) < before_d
+        assert float(fooling_loss(m.disc(s.logits - 0.5 * s.logits.grad))) < float(fooling_loss(m.disc(s.logits)))
 
 
 def test_named_feature_of_another_width_gets_a_connector():
