@@ -26,12 +26,14 @@ def discriminator_loss(d_teacher: Tensor, d_student: Tensor) -> Tensor:
 
 class Discriminator(nn.Module):
     """``[B, D]`` (feature maps ``[B, C, H, W]`` and tokens ``[B, L, D]`` averaged first) → logits ``[B]``:
-    an MLP ``D → hidden → hidden → 1`` with LeakyReLU(0.2)."""
+    an MLP ``D → hidden → hidden → 1`` with LeakyReLU(0.2) and spectral normalisation on every layer
+    (Miyato et al., 2018), which bounds how fast the discriminator can sharpen."""
 
     def __init__(self, dim: int, hidden: int = 128) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                                 nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        sn = nn.utils.parametrizations.spectral_norm
+        self.net = nn.Sequential(sn(nn.Linear(dim, hidden)), nn.LeakyReLU(0.2), sn(nn.Linear(hidden, hidden)),
+                                 nn.LeakyReLU(0.2), sn(nn.Linear(hidden, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(_flat(x)).squeeze(1)
@@ -73,17 +75,21 @@ class Adversarial(Method):
 
     family = "adversarial"
 
-    def __init__(self, weight: float = 1.0, feature: str = "logits", hidden: int = 128, d_weight: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, feature: str = "logits", hidden: int = 128, d_weight: float = 1.0,
+                 T: float = 1.0) -> None:
         super().__init__()
-        if d_weight <= 0:
-            raise ValueError(f"d_weight (the discriminator's loss weight) must be > 0, got {d_weight}")
-        self.weight, self.feature, self.hidden, self.d_weight = weight, feature, hidden, d_weight
+        if d_weight <= 0 or T <= 0:
+            raise ValueError(f"d_weight and T must be > 0, got {d_weight}, {T}")
+        self.weight, self.feature, self.hidden, self.d_weight, self.T = weight, feature, hidden, d_weight, T
         self.needs = frozenset({"logits"} if feature == "logits" else {feature})  # type: ignore[misc]
         self.disc: Discriminator | None = None
         self.connector: nn.Module | None = None
 
     def _pick(self, out: Outputs) -> Tensor:
-        return out.logits if self.feature == "logits" else out.features[self.feature]
+        # logits are compared as probabilities at temperature T: bounded inputs keep the game stable
+        if self.feature == "logits":
+            return torch.softmax(out.logits / self.T, dim=-1)
+        return out.features[self.feature]
 
     def prepare(self, student: Outputs, teacher: Outputs | None, info: DataInfo) -> None:
         super().prepare(student, teacher, info)

@@ -31,23 +31,28 @@ def _prepared(feature="logits"):
 
 def test_one_backward_trains_each_player_on_its_own_loss():
     m, s, t = _prepared()
+    m.eval()  # spectral norm's power iteration frozen, so repeated calls see the same discriminator
     terms = m(s, t, Batch(torch.zeros(6, 1)))
     sum(terms.values()).backward()
+    p_t = torch.softmax(t.logits, 1)  # logits are compared as probabilities (T = 1)
     # the student's gradient is that of the fooling loss alone
     s2 = s.logits.detach().clone().requires_grad_(True)
-    (g_s,) = torch.autograd.grad(fooling_loss(m.disc(s2)), s2)
+    (g_s,) = torch.autograd.grad(fooling_loss(m.disc(torch.softmax(s2, 1))), s2)
     assert torch.allclose(s.logits.grad, g_s)
     # the discriminator's gradient is that of its BCE alone (student detached)
     params = list(m.disc.parameters())
-    g_d = torch.autograd.grad(discriminator_loss(m.disc(t.logits), m.disc(s.logits.detach())), params)
+    p_s = torch.softmax(s.logits.detach(), 1)
+    g_d = torch.autograd.grad(discriminator_loss(m.disc(p_t), m.disc(p_s)), params)
     assert all(torch.allclose(p.grad, g) for p, g in zip(params, g_d))
     # a step on the discriminator lowers its loss; a step on the student lowers its fooling loss
     with torch.no_grad():
         before_d = float(terms["adv_d"])
+        before_s = float(fooling_loss(m.disc(p_s)))
         for p in params:
-            p -= 0.1 * p.grad
-        assert float(discriminator_loss(m.disc(t.logits), m.disc(s.logits))) < before_d
-        assert float(fooling_loss(m.disc(s.logits - 0.5 * s.logits.grad))) < float(fooling_loss(m.disc(s.logits)))
+            p -= 0.5 * p.grad
+        assert float(discriminator_loss(m.disc(p_t), m.disc(p_s))) < before_d
+        after_s = float(fooling_loss(m.disc(torch.softmax(s.logits - 5.0 * s.logits.grad, 1))))
+        assert after_s < float(fooling_loss(m.disc(p_s))), (before_s, after_s)
 
 
 def test_named_feature_of_another_width_gets_a_connector():
