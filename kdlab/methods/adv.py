@@ -65,7 +65,10 @@ class Adversarial(Method):
     term was infinite (kd+adv, digits, seed 2, step 53). An engine hook stepping a separate
     discriminator optimiser would need a second backward and a hook the loop does not have. The
     price of both one-backward designs: the discriminator trains with the student's optimiser and
-    learning rate.
+    learning rate. With that shared SGD step the game still oscillated on raw logits (the
+    discriminator's outputs grew to ±100 and went NaN by step 52), so logits are compared as
+    probabilities at temperature ``T`` and the discriminator is spectrally normalised; the same run
+    then stayed finite for 30 epochs.
 
     A named feature of another width than the teacher's is first mapped to it by a linear
     connector on the student's side (trained with the student, i.e. to fool the discriminator too).
