@@ -175,12 +175,14 @@ def test_digits_data_free_student_beats_chance_without_reading_the_training_spli
     assert summary["extra"]["class_histogram"] == e["class_histogram"]
 
 
-def test_resume_is_exact(digits, teacher_ckpt, tmp_path, monkeypatch):
+@pytest.mark.parametrize("synth, options", [("dfad", {"student_steps": 2}),
+                                            ("deepinv", {"iterations": 3, "synth_every": 3, "bank_size": 64})])
+def test_resume_is_exact(digits, teacher_ckpt, tmp_path, monkeypatch, synth, options):
     import kdlab.report
 
     monkeypatch.setattr(kdlab.report, "report_after_run", lambda *a, **k: None)  # not what is tested here
-    kw = dict(train={**FAST, "lr_schedule": "constant"}, teacher=str(teacher_ckpt), student="cnn_tiny", synth="dfad",
-              steps=4, synth_options={"student_steps": 2}, samples=16, curve=False)
+    kw = dict(train={**FAST, "lr_schedule": "constant"}, teacher=str(teacher_ckpt), student="cnn_tiny", synth=synth,
+              steps=4, synth_options=options, samples=16, curve=False)
     a = scheme("data-free", digits, epochs=2, out=str(tmp_path / "a"), **kw)
     scheme("data-free", digits, epochs=1, out=str(tmp_path / "b"), **kw)
     b = scheme("data-free", digits, epochs=2, out=str(tmp_path / "b"), resume=True, **kw)
@@ -194,8 +196,14 @@ def test_resume_is_exact(digits, teacher_ckpt, tmp_path, monkeypatch):
     state_a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)["model"]["_extra_state"]
     state_b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)["model"]["_extra_state"]
     assert state_a["count"] == state_b["count"] == 8
-    for k, v in state_a["generator"].items():
-        assert torch.equal(v, state_b["generator"][k]), k
+    for key in ("generator", "bank"):  # the generator's weights, or the memory bank of inverted samples
+        if key in state_a:
+            va, vb = state_a[key], state_b[key]
+            for k in (va if isinstance(va, dict) else {"": va}):
+                x, y = (va[k], vb[k]) if isinstance(va, dict) else (va, vb)
+                assert torch.equal(x, y), (key, k)
+    if synth == "deepinv":
+        assert len(state_a["bank"]) == 64 and state_a["ptr"] == 96 % 64  # 3 inversions of 32 in a bank of 64
 
 
 def test_bad_synth_options_are_config_errors():
