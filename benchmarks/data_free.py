@@ -31,7 +31,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from kdlab.api import distill, scheme, train  # noqa: E402
+from kdlab.api import distill, train  # noqa: E402
 from kdlab.data import load_data  # noqa: E402
 
 SYNTHS = ("dafl", "dfad", "zskt", "deepinv")
@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--deepinv-every", type=int, default=10, help="student steps per newly inverted batch")
     ap.add_argument("--synths", default=",".join(SYNTHS))
     ap.add_argument("--reduced", action="store_true", help="label the table as a reduced run")
+    ap.add_argument("--no-report", dest="report", action="store_false",
+                    help="data-free runs without report.html (their figures are still drawn)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--adv", action="store_true", help="instead: kd vs kd+adv on digits over --seeds")
     ap.add_argument("--seeds", type=int, default=3)
@@ -85,17 +87,33 @@ def main() -> None:
     rows.append({"row": f"{student} KD on real data (0.9 KD T=4 + 0.1 CE)", "acc": r.test["acc"], "wall": w, "cpu": c,
                  "params": params})
     t_acc = None
+    save(args, teacher, t_acc, rows, d)  # the real-data rows, kept if a data-free row does not finish
     for name in args.synths.split(","):
         so: dict[str, Any] = ({"iterations": args.deepinv_iterations, "synth_every": args.deepinv_every}
                               if name == "deepinv" else {})
-        r, w, c = timed(lambda: scheme("data-free", d, epochs=args.epochs, seed=args.seed, train=train_opts,
-                                       out=str(runs / name), teacher=teacher, student=student, synth=name,
-                                       synth_options=so, steps=args.steps))
+        r, w, c = timed(lambda: data_free(d, args, str(runs / name), train_opts, teacher=teacher, student=student,
+                                          synth=name, synth_options=so, steps=args.steps))
         t_acc = r.extra["teacher_acc"]
         rows.append({"row": f"{student} data-free, {name}", "acc": r.test["acc"], "wall": w, "cpu": c, "params": params,
                      "diversity": r.extra["diversity"], "diversity_test": r.extra["diversity_test"],
                      "histogram": r.extra["class_histogram"]})
         print(rows[-1], flush=True)
+        save(args, teacher, t_acc, rows, d)
+
+
+def data_free(d: Any, args: argparse.Namespace, out: str, train_opts: dict[str, Any], **options: Any) -> Any:
+    """``kdlab.scheme("data-free", ...)`` with ``report`` as asked."""
+    from kdlab.api import _config
+    from kdlab.config import load_config
+    from kdlab.schemes import run_scheme
+
+    base = _config(d, "cnn_small", [{"name": "ce"}], args.epochs, args.seed, out, train_opts).model_dump(mode="json")
+    base.pop("student"), base.pop("methods")
+    base["scheme"], base["report"] = {"name": "data-free", **options}, args.report
+    return run_scheme("data-free", load_config(base=base), data=d, progress=False)
+
+
+def save(args: argparse.Namespace, teacher: str, t_acc: float | None, rows: list[dict[str, Any]], d: Any) -> None:
     out = {"data": args.data, "args": vars(args), "teacher": teacher, "teacher_acc": t_acc, "rows": rows,
            "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + " ".join(sys.argv[1:]),
            "test_samples": len(d.test), "train_samples": len(d.train)}
@@ -147,7 +165,9 @@ def write_md(allres: dict[str, Any]) -> None:
         a = o["args"]
         red = " — REDUCED run (see the settings; not the issue's full target)" if a.get("reduced") else ""
         lines += [f"## {key}{red}", "", f"Command: `{o['command']}`", "",
-                  f"Teacher: `{o['teacher']}` (real test top-1 {100 * o['teacher_acc']:.2f} %). Test split: "
+                  f"Teacher: `{o['teacher']}` (real test top-1 "
+                  + (f"{100 * o['teacher_acc']:.2f} %" if o["teacher_acc"] is not None else "measured with the first "
+                     "data-free row") + f"). Test split: "
                   f"{o['test_samples']} images; real-data rows train on {o['train_samples']} images for "
                   f"{a['real_epochs']} epochs. Data-free rows: {a['epochs']} epochs × {a['steps']} steps of batch "
                   f"{a['batch_size']} (DeepInversion: {a['deepinv_iterations']} Adam iterations per inverted batch, "
