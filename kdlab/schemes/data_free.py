@@ -193,8 +193,10 @@ def report_extra(ctx: SchemeContext, opts: DataFreeOptions, synth: Synthesizer, 
     div, div_test = figs.mean_pairwise_distance(x), figs.mean_pairwise_distance(test_x)
     out: dict[str, Any] = {"synth": opts.synth, "teacher": model_name(opts.teacher), "teacher_acc": t_acc,
                            "class_histogram": counts, "diversity": round(div, 4), "diversity_test": round(div_test, 4)}
+    from kdlab.engine.distributed import is_main
+
     run = ctx.opts.run_dir
-    if run is None:
+    if run is None or not is_main():  # under torchrun, rank 0 alone writes the figures
         return out
     full = history
     if (run / "metrics.jsonl").is_file():  # a resumed run: the epochs before the interruption too
