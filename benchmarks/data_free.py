@@ -192,7 +192,8 @@ def write_md(allres: dict[str, Any]) -> None:
                   f"Command: `{o['command']}`", "",
                   f"The digits teacher above (cnn_small) → cnn_tiny on real data, {o['args']['real_epochs']} epochs, "
                   f"batch {o['args']['batch_size']}, seeds 0–{len(o['rows'][0]['accs']) - 1}; KD at its paper weights "
-                  "(0.9·KL at T = 4 + 0.1·CE), `adv` on logits at weight 1.", "",
+                  "(0.9·KL at T = 4 + 0.1·CE); `adv` at its defaults (weight 1, discriminator on the "
+                  "probabilities at T = 1).", "",
                   "| method | test top-1 per seed | mean ± std | CPU s per run |", "|---|---|---:|---:|"]
         for r in o["rows"]:
             lines.append(f"| {r['method']} | {', '.join(f'{a:.2f}' for a in r['accs'])} | {r['mean']:.2f} ± "
