@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--no-report", dest="report", action="store_false",
                     help="data-free runs without report.html (their figures are still drawn)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="a second result of the same data under its own heading")
+    ap.add_argument("--no-real", dest="real", action="store_false", help="skip the real-data rows")
     ap.add_argument("--adv", action="store_true", help="instead: kd vs kd+adv on digits over --seeds")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
@@ -79,13 +81,16 @@ def main() -> None:
                      "params": sum(p.numel() for p in r.student.parameters())})
     else:
         student, teacher = "resnet8", SHIPPED
-    r, w, c = timed(lambda: train(student, d, epochs=args.real_epochs, seed=args.seed, **train_opts))
-    params = sum(p.numel() for p in r.student.parameters())
-    rows.append({"row": f"{student} on real labels", "acc": r.test["acc"], "wall": w, "cpu": c, "params": params})
-    r, w, c = timed(lambda: distill(teacher, student, d, method="kd", epochs=args.real_epochs, seed=args.seed,
-                                    **train_opts))
-    rows.append({"row": f"{student} KD on real data (0.9 KD T=4 + 0.1 CE)", "acc": r.test["acc"], "wall": w, "cpu": c,
-                 "params": params})
+    from kdlab.models.load import model_for_data
+
+    params = sum(p.numel() for p in model_for_data(student, d).parameters())
+    if args.real:
+        r, w, c = timed(lambda: train(student, d, epochs=args.real_epochs, seed=args.seed, **train_opts))
+        rows.append({"row": f"{student} on real labels", "acc": r.test["acc"], "wall": w, "cpu": c, "params": params})
+        r, w, c = timed(lambda: distill(teacher, student, d, method="kd", epochs=args.real_epochs, seed=args.seed,
+                                        **train_opts))
+        rows.append({"row": f"{student} KD on real data (0.9 KD T=4 + 0.1 CE)", "acc": r.test["acc"], "wall": w,
+                     "cpu": c, "params": params})
     t_acc = None
     save(args, teacher, t_acc, rows, d)  # the real-data rows, kept if a data-free row does not finish
     for name in args.synths.split(","):
@@ -119,7 +124,7 @@ def save(args: argparse.Namespace, teacher: str, t_acc: float | None, rows: list
            "test_samples": len(d.test), "train_samples": len(d.train)}
     path = ROOT / "data_free.json"
     allres = json.loads(path.read_text()) if path.is_file() else {}
-    allres[args.data] = out
+    allres[args.data + (f" ({args.tag})" if args.tag else "")] = out
     path.write_text(json.dumps(allres, indent=2))
     write_md(allres)
 
@@ -158,9 +163,7 @@ def write_md(allres: dict[str, Any]) -> None:
              "point or two between rows are within what another seed could change, i.e. noise. Machine: 2 shared CPU "
              "cores, every run at one thread (wall and CPU seconds measured in the benchmark process). Written by "
              "`benchmarks/data_free.py`.", ""]
-    for key in ("digits", "fashion-mnist"):
-        if key not in allres:
-            continue
+    for key in [k for k in allres if k != "adv"]:
         o = allres[key]
         a = o["args"]
         red = " — REDUCED run (see the settings; not the issue's full target)" if a.get("reduced") else ""
@@ -168,7 +171,7 @@ def write_md(allres: dict[str, Any]) -> None:
                   f"Teacher: `{o['teacher']}` (real test top-1 "
                   + (f"{100 * o['teacher_acc']:.2f} %" if o["teacher_acc"] is not None else "measured with the first "
                      "data-free row") + f"). Test split: "
-                  f"{o['test_samples']} images; real-data rows train on {o['train_samples']} images for "
+                  f"{o['test_samples']} images; real-data rows (when run) train on {o['train_samples']} images for "
                   f"{a['real_epochs']} epochs. Data-free rows: {a['epochs']} epochs × {a['steps']} steps of batch "
                   f"{a['batch_size']} (DeepInversion: {a['deepinv_iterations']} Adam iterations per inverted batch, "
                   f"a new batch every {a.get('deepinv_every', 10)} student steps, memory bank 4096). Student "
