@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def data_free(d: Any, args: argparse.Namespace, out: str, train_opts: dict[str, 
 
 def save(args: argparse.Namespace, teacher: str, t_acc: float | None, rows: list[dict[str, Any]], d: Any) -> None:
     out = {"data": args.data, "args": vars(args), "teacher": teacher, "teacher_acc": t_acc, "rows": rows,
-           "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + " ".join(sys.argv[1:]),
+           "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + shlex.join(sys.argv[1:]),
            "test_samples": len(d.test), "train_samples": len(d.train)}
     path = ROOT / "data_free.json"
     allres = json.loads(path.read_text()) if path.is_file() else {}
@@ -150,8 +151,8 @@ def adversarial(args: argparse.Namespace) -> None:
                      "cpu": statistics.mean(cpus)})
     path = ROOT / "data_free.json"
     allres = json.loads(path.read_text()) if path.is_file() else {}
-    allres["adv"] = {"rows": rows, "args": vars(args),
-                     "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + " ".join(sys.argv[1:])}
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_free.py " + shlex.join(sys.argv[1:])
+    allres["adv"] = {"rows": rows, "args": vars(args), "command": command}
     path.write_text(json.dumps(allres, indent=2))
     write_md(allres)
 
