@@ -16,11 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# the tests also exercise TensorBoard, MLflow and transformers against the real libraries
+# the tests also exercise TensorBoard, MLflow, transformers and Optuna against the real libraries
 setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q -e '.[test,track,hf,text,trl]'
+	$(BIN)/pip install -q -e '.[test,track,hf,text,trl,tune]'
 	touch $@
 
 # Debian's Chromium renders the HTML report in a test (skipped where it cannot be installed)

@@ -150,3 +150,40 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None
     if s.y is None:
         raise ConfigError(f"the {split} split of {d.name!r} has no labels to evaluate on")
     return classification_metrics(predict(module, s), s.y, d.num_classes)
+
+
+def attack(model: nn.Module | str | Path, data: str | DataSplits | None = None, split: str = "test", *,
+           kind: str = "pgd", eps: float = 0.1, steps: int = 20, step_size: float | None = None, restarts: int = 1,
+           samples: int | None = 1000, seed: int = 0, **data_kwargs: Any) -> dict[str, float]:
+    """Clean and adversarial top-1 of ``model`` (a module or checkpoint) under an L∞ attack
+    (:mod:`kdlab.evaluate.attack`: ``kind`` fgsm | pgd, ε and step size in [0, 1] pixel units) on the
+    first ``samples`` of a split (None: all). Data as in :func:`evaluate`."""
+    from kdlab.evaluate.attack import ATTACKS, robust_accuracy
+
+    if kind not in ATTACKS:
+        raise ConfigError(f"unknown attack {kind!r} (attacks: {', '.join(ATTACKS)})")
+    meta: dict[str, Any] = {}
+    module: nn.Module
+    if isinstance(model, (str, Path)):
+        module, meta = load_model(model)
+    else:
+        module = model
+    if data is None:
+        from kdlab.data import data_for_checkpoint
+
+        if not meta.get("data_provenance"):
+            raise ConfigError(f"{model}: the checkpoint does not record its data; pass the data (--data NAME)")
+        d = data_for_checkpoint(meta)
+    else:
+        d = data if isinstance(data, DataSplits) else load_data(data, **data_kwargs)
+    s: Split = getattr(d, split)
+    if meta and "mean" in meta and len(d.input_shape) == 3:
+        s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+    if s.y is None:
+        raise ConfigError(f"the {split} split of {d.name!r} has no labels to attack")
+    if len(d.input_shape) != 3 or d.train.x.dtype != torch.uint8 and float(d.train.x.max()) * d.train.scale > 1.0:
+        raise ConfigError(f"{d.name!r}: attacks need images with pixels in [0, 1] (ε is in pixel units)")
+    n = len(s) if samples is None else min(samples, len(s))
+    idx = torch.arange(n)
+    return robust_accuracy(module, s.gather(idx), s.y[idx], s.mean, s.std, kind=kind,  # type: ignore[arg-type]
+                           eps=eps, steps=steps, step_size=step_size, restarts=restarts, seed=seed)

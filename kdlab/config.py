@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kdlab.data import DataSpec
+from kdlab.engine.adversarial import AdversarialSpec
 from kdlab.engine.schedule import Schedule
 from kdlab.engine.tracking import TrackingSpec
 from kdlab.errors import ConfigError
@@ -52,6 +53,9 @@ class RunConfig(_Strict):
     report: bool = True  # write <run>/report.html (plots) at the end of the run
     # teacher-output cache (kdlab cache build): `cache: DIR` or `cache: {dir: DIR, views: 4, ...}`
     cache: CacheSpec | None = None
+    # adversarial training / robust distillation (`--adversarial pgd`): PGD examples crafted against
+    # the student in every step; see kdlab/engine/adversarial.py
+    adversarial: AdversarialSpec | None = None
     # a scheme's own options (kdlab mutual, kdlab assistant, ...): {name: <scheme>, ...}, validated by
     # that scheme; see `kdlab init --scheme NAME`
     scheme: dict[str, Any] | None = None

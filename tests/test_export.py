@@ -48,13 +48,14 @@ def test_export_cli_writes_checked_deployable_files(runs):
     for name in ("onnx int8", "torchscript int8"):
         assert rows[name]["agreement"] >= 0.9 and rows[name]["latency_b1_ms"] > 0
     assert rows["onnx int8"]["size_kb"] < rows["onnx (onnxruntime)"]["size_kb"]
+    assert manifest["int8_method"].startswith("kdlab post-training quantisation")
 
     # deploy as a consumer would: raw test images + export.json's pre-processing + onnxruntime only
     import onnxruntime as ort
 
     pre = manifest["preprocess"]
     d = load_data("digits")
-    raw = d.test.x.float().numpy()
+    raw = d.test.x.float().numpy() * 16  # sklearn's own pixels, 0..16
     mean = np.asarray(pre["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(pre["std"], dtype=np.float32).reshape(1, -1, 1, 1)
     x = ((raw * pre["scale"] - mean) / std).astype(np.float32)
@@ -84,3 +85,18 @@ def test_export_help_and_errors(runs, tmp_path):
 
     with pytest.raises(CheckpointError, match="not found"):
         export(tmp_path / "missing" / "best", tmp_path / "out")
+
+
+def test_int8_warnings_name_variants_that_do_not_pay():
+    from kdlab.export import Artifact, int8_warnings
+
+    rows = [Artifact("onnx (onnxruntime)", None, 100.0, 0.20, 2.0), Artifact("onnx int8", None, 30.0, 0.30, 1.0),
+            Artifact("torchscript", None, 120.0, 0.5, 4.0), Artifact("torchscript int8", None, 125.0, 0.4, 3.0)]
+    w = int8_warnings(rows, [("onnx int8", "onnx (onnxruntime)"), ("torchscript int8", "torchscript"),
+                             ("absent", "onnx (onnxruntime)")])
+    assert len(w) == 2
+    assert w[0].startswith("onnx int8 does not pay") and "1.5× slower at batch 1 (0.300 vs 0.200 ms)" in w[0]
+    assert "large batch" not in w[0] and "smaller" not in w[0]
+    assert w[1].startswith("torchscript int8") and "not smaller (125.0 vs 120.0 KB)" in w[1] and "slower" not in w[1]
+    rows[1].latency_b1_ms = 0.1
+    assert int8_warnings(rows[:2], [("onnx int8", "onnx (onnxruntime)")]) == []

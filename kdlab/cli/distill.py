@@ -25,6 +25,12 @@ def distill(ctx: typer.Context,
             batch_size: Optional[int] = typer.Option(None),
             seed: Optional[int] = typer.Option(None),
             out: Optional[str] = typer.Option(None, help="run directory"),
+            adversarial: Optional[str] = typer.Option(None, help="train on PGD examples crafted against the "
+                                                       "student every step: pgd (docs/robustness.md)"),
+            adv_eps: Optional[float] = typer.Option(None, help="its L-inf radius in [0, 1] pixels (default 0.1)"),
+            adv_steps: Optional[int] = typer.Option(None, help="its PGD steps per batch (default 10)"),
+            adv_target: Optional[str] = typer.Option(None, help="what the examples maximise: labels (CE; PGD-AT, "
+                                                      "ARD) or teacher (KL from its soft labels; RSLAD)"),
             resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
             quiet: bool = typer.Option(False, help="no progress bar")) -> None:
     """Distill a teacher into a student (Hinton KD by default: 0.9·T²·KL + 0.1·CE, T=4).
@@ -42,12 +48,17 @@ def distill(ctx: typer.Context,
       kdlab distill --teacher runs/t/best --student mlp_tiny --data digits --epochs 5
 
       kdlab distill configs/fmnist_kd.yaml method=... train.epochs=3 methods.1.T=2
+
+      kdlab distill --teacher runs/robust/best --student resnet8 --data fashion-mnist --adversarial pgd
     """
     from kdlab.api import run
 
     flags = {"teacher.checkpoint": teacher, "student.name": student, "data.name": data, "data.root": root,
              "train.epochs": epochs,
              "train.lr": lr, "train.batch_size": batch_size, "seed": seed, "out": out}
+    if adversarial is not None:
+        flags.update({"adversarial.attack": adversarial, "adversarial.eps": adv_eps, "adversarial.steps": adv_steps,
+                      "adversarial.target": adv_target})
     from kdlab.objective import DEFAULT_METHOD, parse_objective
 
     cfg = build_config(config, ctx.args, flags, base={"methods": parse_objective(DEFAULT_METHOD)},

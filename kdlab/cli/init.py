@@ -71,6 +71,13 @@ tracking:                         # optional: pip install 'kdlab[track]'
 #   dtype: float16
 #   features: [pooled]            # teacher features to cache too, for feature methods
 
+# Adversarial training / robust distillation (docs/robustness.md): PGD examples against the student.
+# adversarial:
+#   attack: pgd
+#   eps: 0.1                      # L-inf radius in [0, 1] pixel units
+#   steps: 10                     # PGD steps per batch (step size 2.5 eps / steps unless step_size)
+#   target: labels                # labels (PGD-AT, ARD) | teacher (RSLAD: KL from the teacher's soft labels)
+
 # scheme: {{name: mutual, ...}}    # a scheme's own options: write a scheme config with `kdlab init --scheme NAME`
 """
 

@@ -39,6 +39,11 @@ class RawData:
     classes: list[str]
     augment: bool = False  # whether crop/flip augmentation suits this data by default
     pad: int = 4
+    # what a deployment feeds: the source's raw values times ``raw_scale`` are ``train_x``/``test_x``
+    # (digits: sklearn's pixels run 0..16 and the source divides them by 16), and ``raw`` says in one
+    # line what those raw values are, so an exported model's pre-processing record is complete
+    raw_scale: float = 1.0
+    raw: str = ""
     # token data: x holds token ids ``[N, L]`` right-padded with this id (see :class:`TokenIdSplit`)
     pad_id: int | None = None
     vocab_size: int | None = None  # token data: the size of the vocabulary the ids index
@@ -111,7 +116,8 @@ class DataSplits:
     provenance: dict[str, Any] = field(default_factory=dict)
     train_rows: Tensor | None = None  # rows of the source's training array in the train split
     test_rows: Tensor | None = None  # rows of the source's training array carved as test (None: official test)
-
+    raw_scale: float = 1.0  # RawData.raw_scale: source raw values × raw_scale = the stored x
+    raw: str = ""  # RawData.raw: what the source's raw values are
     vocab_size: int | None = None  # token data: the vocabulary size (models take it as ``vocab_size``)
 
     @property
@@ -336,7 +342,7 @@ def load_data(name: str, root: str | None = None, val_fraction: float = 0.1, spl
                   **({"teacher_view": teacher_view} if teacher_view != "same" else {}), "source_rows": n_total,
                   "source_fingerprint": _content_fingerprint(x, y), "official_test": test_idx is None,
                   "train_rows_fingerprint": rows_fingerprint(tr_idx)}
-    return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx,
+    return DataSplits(name, train, val, test, raw.classes, aug, provenance, tr_idx, test_idx, raw.raw_scale, raw.raw,
                       vocab_size=raw.vocab_size)
 
 

@@ -199,7 +199,7 @@ def cifar10(root: str | None = None) -> RawData:
     ty = _labels(test, "labels", tx.shape[0], len(classes), p)
     return RawData(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
                    torch.from_numpy(np.ascontiguousarray(tx)), torch.from_numpy(ty),
-                   classes, augment=True, pad=4)
+                   classes, augment=True, pad=4, raw="uint8 RGB pixels 0..255, [N, 3, 32, 32] (channels first)")
 
 
 @register_dataset("cifar100")
@@ -221,4 +221,5 @@ def cifar100(root: str | None = None, coarse: bool = False) -> RawData:
         x = _images(batch, p)
         y = _labels(batch, f"{level}_labels", x.shape[0], len(classes), p)
         out[name] = (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
-    return RawData(*out["train"], *out["test"], classes, augment=True, pad=4)
+    return RawData(*out["train"], *out["test"], classes, augment=True, pad=4,
+                   raw="uint8 RGB pixels 0..255, [N, 3, 32, 32] (channels first)")

@@ -130,4 +130,5 @@ def csv(root: str | None = None, path: str | None = None, label_column: str = "l
     if test:
         tx = _features(test[0], test[2])
         ty = torch.tensor([ids[s] for s in test[1]], dtype=torch.long)
-    return RawData(x, y, tx, ty, classes, augment=False)
+    return RawData(x, y, tx, ty, classes, augment=False,
+                   raw=f"the CSV's feature columns as float32, in file order: {', '.join(features)}")

@@ -17,4 +17,5 @@ def digits(root: str | None = None) -> RawData:
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8] in [0, 1]
     y = torch.tensor(d.target, dtype=torch.long)
-    return RawData(x, y, None, None, [str(i) for i in range(10)], augment=False, pad=1)
+    return RawData(x, y, None, None, [str(i) for i in range(10)], augment=False, pad=1, raw_scale=1 / 16,
+                   raw="sklearn.datasets.load_digits().images: float pixels 0..16, [N, 1, 8, 8]")

@@ -87,4 +87,5 @@ def fashion_mnist(root: str | None = None) -> RawData:
     ty = torch.from_numpy(arr["train_y"].astype(np.int64))
     vx = torch.from_numpy(arr["test_x"].copy()).unsqueeze(1)
     vy = torch.from_numpy(arr["test_y"].astype(np.int64))
-    return RawData(tx, ty, vx, vy, CLASSES, augment=False, pad=2)
+    return RawData(tx, ty, vx, vy, CLASSES, augment=False, pad=2,
+                   raw="IDX uint8 pixels 0..255, [N, 1, 28, 28]")

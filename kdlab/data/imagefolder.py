@@ -107,4 +107,6 @@ def imagefolder(root: str | None = None, image_size: int = 32, grayscale: bool =
     tx = ty = None
     if split and "test" in top:
         tx, ty = _load_split(base / "test", classes, mode, image_size)
-    return RawData(x, y, tx, ty, classes, augment=True, pad=max(1, image_size // 8))
+    return RawData(x, y, tx, ty, classes, augment=True, pad=max(1, image_size // 8),
+                   raw=f"PIL image converted to {mode}, resized (bilinear) to {image_size}x{image_size}, uint8 0..255, "
+                       "transposed from [H, W, C] to [C, H, W]")

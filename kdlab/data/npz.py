@@ -137,4 +137,7 @@ def npz(root: str | None = None, path: str | None = None, channels_last: bool = 
                                 f"{len(classes)} classes")
     else:
         classes = [str(i) for i in range(n_labels)]
-    return RawData(x, y, tx, ty, classes, augment=False, pad=max(1, x.shape[-1] // 8) if x.dim() == 4 else 4)
+    raw = ("uint8 'x' values 0..255" if x.dtype == torch.uint8 else "'x' values as float32") + (
+        ", channels-last in the file: transpose [N, H, W, C] to [N, C, H, W]" if channels_last and x.dim() == 4 else "")
+    return RawData(x, y, tx, ty, classes, augment=False, pad=max(1, x.shape[-1] // 8) if x.dim() == 4 else 4,
+                   raw=raw)

@@ -76,6 +76,7 @@ def view_data(data: DataSplits, view: str) -> DataSplits:
 
     # the view is part of the data: a checkpoint trained on it records it, and reloading applies it
     return replace(data, name=f"{data.name}[{view}]", train=mk(data.train, tr), val=mk(data.val, va),
-                   test=mk(data.test, te), augment=None, provenance={**data.provenance, "view": view})
+                   test=mk(data.test, te), augment=None, provenance={**data.provenance, "view": view},
+                   raw_scale=1.0, raw=f"the {view!r} view (kdlab.data.views) of {data.name}'s inputs scaled to [0, 1]")
 
 

@@ -28,15 +28,32 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
+def _count_cpu_attention() -> None:
+    """PyTorch's FLOP counter knows the GPU attention kernels but not the CPU one that
+    ``scaled_dot_product_attention`` runs here: give it the same formula (QKᵀ and the weighted sum)."""
+    from torch.utils import flop_counter as fc
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(op)
+    def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass on a single sample (multiply-add = 2 FLOPs)."""
+    """FLOPs of one forward pass on a single sample (multiply-add = 2 FLOPs; attention included)."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    _count_cpu_attention()
 
     was = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with counter:
+    # autograd on: in eval mode under no_grad, nn.TransformerEncoderLayer runs a fused kernel whose
+    # FLOPs the counter does not see (a ViT's attention and MLP would count as nothing)
+    with counter, torch.enable_grad():
         model(torch.zeros(1, *input_shape))
     model.train(was)
     return int(counter.get_total_flops())

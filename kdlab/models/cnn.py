@@ -1,7 +1,8 @@
 """A small plain CNN family (conv-BN-ReLU stages, max-pool between stages).
 
 cnn_tiny (8-16-32), cnn_small (16-32-64), cnn_medium (32-64-128), cnn_large (64-128-256, two convs
-per stage). Works for any input channels and any image size >= 8 (global average pooling).
+per stage); ``cnn`` takes the knobs (``widths``, ``convs_per_stage``) for the student search. Works for
+any input channels and any image size >= 8 (global average pooling).
 """
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ def _make(name: str, widths: tuple[int, ...], convs: int) -> None:
 
 for _n, (_w, _c) in _FAMILY.items():
     _make(_n, _w, _c)
+
+
+@register_model("cnn")
+def cnn(num_classes: int, in_channels: int = 3, image_size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
+        convs_per_stage: int = 1, dropout: float = 0.0) -> nn.Module:
+    """The CNN family with its knobs open: ``widths`` (one entry per stage: depth and width) and
+    ``convs_per_stage``; the defaults are cnn_small. Used by the student search (``kdlab search``)."""
+    if not widths or any(int(w) < 1 for w in widths):
+        raise ValueError(f"widths must be a non-empty list of positive channel counts, got {widths}")
+    if convs_per_stage < 1:
+        raise ValueError(f"convs_per_stage must be >= 1, got {convs_per_stage}")
+    return CNN(num_classes, in_channels, tuple(int(w) for w in widths), convs_per_stage, dropout)

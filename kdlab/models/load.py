@@ -64,6 +64,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model = create_model(spec.pop("name"), **spec)
     except (TypeError, ValueError, RuntimeError, KeyError, KDLabError) as e:
         raise CheckpointError(f"{path}: its metadata names a model that cannot be built ({e})") from None
+    if meta.get("quant"):  # a fake-quantised student (kdlab quantize): rebuild the prepared graph
+        from kdlab.models.quant import prepare_qat
+
+        model = prepare_qat(model, activations=meta["quant"].get("activations", "u8"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -7,6 +7,7 @@ shape changes. Global average pooling, then one linear layer.
 
 * resnet8/14/20/32/44/56/110: stem 16, stages 16-32-64.
 * resnet8x4, resnet32x4: stem 32, stages 64-128-256 (four times wider stages).
+* resnet: ``depth`` and base ``width`` as options (stem w, stages w-2w-4w), for the student search.
 
 Parameter counts at 100 classes, 3x32x32: resnet8 0.08M, resnet20 0.28M, resnet32 0.47M,
 resnet56 0.86M, resnet110 1.74M, resnet8x4 1.23M, resnet32x4 7.43M.
@@ -140,3 +141,13 @@ def _make(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
 
 for _n, (_d, _w) in _FAMILY.items():
     _make(_n, _d, _w)
+
+
+@register_model("resnet")
+def resnet(num_classes: int, in_channels: int = 3, image_size: int = 32, depth: int = 8, width: int = 16) -> nn.Module:
+    """The CIFAR ResNet family with its knobs open: ``depth`` (6n+2) and the base ``width`` (stem and
+    stage 1; stages 2 and 3 double it): depth 8, width 16 is resnet8, width 32 ~ half of resnet8x4.
+    Used by the student search (``kdlab search``)."""
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return CifarResNet(depth, (width, width, 2 * width, 4 * width), num_classes, in_channels)

@@ -11,7 +11,8 @@ methods that need maps ``[B, C, H, W]`` refuse a ViT side; FitNet connects token
 to a CNN's maps (see ``kdlab.methods._connectors``).
 
 Registered: ``vit_tiny`` (dim 64, depth 4, 4 heads, patch 4; 0.14M parameters for 10 classes of 1×28×28), ``vit_small``
-(dim 128, depth 6, 4 heads, patch 4; 0.81M).
+(dim 128, depth 6, 4 heads, patch 4; 0.81M), and ``vit`` with every knob (``dim``, ``depth``, ``heads``,
+``patch``, ``mlp_ratio``) as an option, for the student search.
 """
 from __future__ import annotations
 
@@ -67,3 +68,12 @@ def vit_tiny(num_classes: int, in_channels: int = 3, image_size: int = 32, patch
 @register_model("vit_small")
 def vit_small(num_classes: int, in_channels: int = 3, image_size: int = 32, patch: int = 4) -> nn.Module:
     return ViT(num_classes, in_channels, image_size, patch=patch, dim=128, depth=6, heads=4)
+
+
+@register_model("vit")
+def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, patch: int = 4, dim: int = 64, depth: int = 4,
+        heads: int = 4, mlp_ratio: float = 2.0) -> nn.Module:
+    """The ViT family with its knobs open (width ``dim``, ``depth``, ``heads``, ``patch``,
+    ``mlp_ratio``); the defaults are vit_tiny. Used by the student search (``kdlab search``)."""
+    return ViT(num_classes, in_channels, image_size, patch=patch, dim=dim, depth=depth, heads=heads,
+               mlp_ratio=mlp_ratio)

@@ -261,6 +261,12 @@ def figures(rd: ReportData) -> list[Section]:
         add("reliability", "Calibration",
             "Reliability diagram: accuracy within each confidence bin (15 equal-width bins) against the "
             "diagonal; ECE is the sample-weighted mean gap.", lambda: plots.reliability(s_logits, targets))
+    # figures a scheme drew itself (summary.extra.figures: [{key, title, caption, path}]), e.g. a data-free run's
+    for f in (rd.summary.get("extra") or {}).get("figures") or []:
+        try:
+            out.append(Section(str(f["key"]), str(f["title"]), str(f["caption"]), Path(f["path"]).read_bytes()))
+        except (OSError, KeyError, TypeError) as e:
+            rd.notes.append(f"{f.get('title', 'a figure') if isinstance(f, dict) else 'a figure'}: not shown ({e})")
     if len([r for r in rd.rows if isinstance(r.get("params"), (int, float)) and r["params"] == r["params"]]) >= 1:
         add("tradeoff", "Accuracy vs cost", f"Test top-1 against parameters and CPU latency; source: {rd.rows_source}.",
             lambda: plots.tradeoff(rd.rows))

@@ -101,5 +101,14 @@ def run_config(cfg: RunConfig, *, command: str = "distill", data: DataSplits | N
     opts = RunOptions(default_run_dir(command, cfg) if save else None, resolved, command, cfg.seed,
                       resume, progress, cfg.tracking, cfg.report)
     # the report re-runs a live teacher on test; a cache only answers for training samples
-    return run_trainable(Distiller(student, used, methods), data, cfg.train, opts, loader=loader,
+    trainable: Any = Distiller(student, used, methods)
+    if cfg.adversarial is not None:
+        from kdlab.engine.adversarial import Adversarial
+
+        if len(data.input_shape) != 3:
+            raise ConfigError(f"adversarial training needs images with pixels in [0, 1]; {data.name!r} holds vectors")
+        a = cfg.adversarial
+        trainable = Adversarial(trainable, data.train.mean, data.train.std, eps=a.eps, steps=a.steps,
+                                step_size=a.step_size, target=a.target, seed=cfg.seed)
+    return run_trainable(trainable, data, cfg.train, opts, loader=loader,
                          report_teacher=None if cfg.cache is not None else live)

@@ -76,7 +76,7 @@ def test_init_scheme_writes_a_starter_for_every_scheme(tmp_path):
     from kdlab.schemes import SCHEMES, scheme_options
 
     assert set(SCHEMES.names()) == {"mutual", "self-distill", "assistant", "multi-teacher", "amalgamate", "unlabeled",
-                                    "lifelong", "cross-modal", "lm-distill"}
+                                    "lifelong", "cross-modal", "lm-distill", "quantize", "data-free"}
     for name in SCHEMES.names():
         path = tmp_path / f"{name}.yaml"
         res = invoke("init", str(path), "--scheme", name)

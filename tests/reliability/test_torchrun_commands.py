@@ -29,7 +29,9 @@ COMMANDS = {
     "unlabeled": (["unlabeled", "--teacher", "t/best", "--student", "mlp_tiny", "--labeled", "0.3",
                    "--no-baseline"], []),
     "lifelong": (["lifelong", "--model", "mlp_tiny", "--no-baseline"], ["old"]),
+    "data-free": (["data-free", "--teacher", "t/best", "--student", "mlp_tiny", "--synth", "dafl", "--steps", "3"], []),
     "cross-modal": (["cross-modal", "--teacher", "mlp_tiny", "--student", "mlp_tiny", "--no-baseline"], ["teacher"]),
+    "quantize": (["quantize", "--student", "cnn_tiny", "--qat-epochs", "1", "--no-export"], ["fp32"]),
 }
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from kdlab.cli.main import _register, app
 
 COMMANDS = ["mutual", "self-distill", "assistant", "multi-teacher", "amalgamate", "unlabeled", "lifelong",
-            "cross-modal", "lm-distill"]
+            "cross-modal", "lm-distill", "data-free", "quantize"]
 _register()
 runner = CliRunner()
 
