@@ -38,6 +38,10 @@ def test_train_a_transformer_teacher_then_distill_text_students(tmp_path):
         assert "name: kd" in (tmp_path / f"s-{student}" / "config.yaml").read_text()
         last = json.loads((tmp_path / f"s-{student}" / "metrics.jsonl").read_text().splitlines()[-1])
         assert "train_kd" in last and ("train_hidden" in last) == (method == "kd+hidden")
+    # the teacher labels the unlabeled 90 % (the unlabeled scheme on token data), next to the labels alone
+    out = kdlab("unlabeled", *data, "--teacher", "t/best", "--student", "bilstm", "--labeled", "0.1", "--baseline",
+                "--epochs", "4", *ADAM, "--out", "u", "--quiet", cwd=tmp_path).stdout
+    assert "labeled part alone" in out and "student test acc" in out
     p = kdlab("export", "s-bilstm/best", "--out", "onnx", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "text models are not exported yet" in p.stderr  # stated, not silently wrong
 
