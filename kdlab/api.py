@@ -122,12 +122,11 @@ def scheme(name: str, data: str | DataSplits, *, epochs: int = 10, seed: int = 0
     return run_scheme(name, cfg, data=d, resume=resume, progress=progress, save=out is not None)
 
 
-def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None, split: str = "test",
-             **data_kwargs: Any) -> dict[str, float]:
-    """Metrics of ``model`` (a module or a checkpoint path) on a split of ``data``.
-
-    With a checkpoint and no ``data``, the data the checkpoint records (source, options, split).
-    """
+def _model_and_split(model: nn.Module | str | Path, data: str | DataSplits | None, split: str,
+                     data_kwargs: dict[str, Any]) -> tuple[nn.Module, DataSplits, Split]:
+    """``model`` (a module or a checkpoint path), the data and the split to measure it on. With a
+    checkpoint and no ``data``: the data the checkpoint records; a checkpoint's own normalisation
+    replaces the data's, and a checkpoint made for other data is refused."""
     meta: dict[str, Any] = {}
     module: nn.Module
     if isinstance(model, (str, Path)):
@@ -147,6 +146,16 @@ def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None
         check_teacher_meta(meta, d, str(model), what="checkpoint")
         if "mean" in meta and len(d.input_shape) == 3:  # evaluate with the checkpoint's own normalisation
             s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+    return module, d, s
+
+
+def evaluate(model: nn.Module | str | Path, data: str | DataSplits | None = None, split: str = "test",
+             **data_kwargs: Any) -> dict[str, float]:
+    """Metrics of ``model`` (a module or a checkpoint path) on a split of ``data``.
+
+    With a checkpoint and no ``data``, the data the checkpoint records (source, options, split).
+    """
+    module, d, s = _model_and_split(model, data, split, data_kwargs)
     if s.y is None:
         raise ConfigError(f"the {split} split of {d.name!r} has no labels to evaluate on")
     return classification_metrics(predict(module, s), s.y, d.num_classes)
@@ -162,23 +171,7 @@ def attack(model: nn.Module | str | Path, data: str | DataSplits | None = None, 
 
     if kind not in ATTACKS:
         raise ConfigError(f"unknown attack {kind!r} (attacks: {', '.join(ATTACKS)})")
-    meta: dict[str, Any] = {}
-    module: nn.Module
-    if isinstance(model, (str, Path)):
-        module, meta = load_model(model)
-    else:
-        module = model
-    if data is None:
-        from kdlab.data import data_for_checkpoint
-
-        if not meta.get("data_provenance"):
-            raise ConfigError(f"{model}: the checkpoint does not record its data; pass the data (--data NAME)")
-        d = data_for_checkpoint(meta)
-    else:
-        d = data if isinstance(data, DataSplits) else load_data(data, **data_kwargs)
-    s: Split = getattr(d, split)
-    if meta and "mean" in meta and len(d.input_shape) == 3:
-        s = replace(s, mean=torch.tensor(meta["mean"]), std=torch.tensor(meta["std"]))
+    module, d, s = _model_and_split(model, data, split, data_kwargs)
     if s.y is None:
         raise ConfigError(f"the {split} split of {d.name!r} has no labels to attack")
     if len(d.input_shape) != 3 or d.train.x.dtype != torch.uint8 and float(d.train.x.max()) * d.train.scale > 1.0:
