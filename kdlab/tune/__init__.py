@@ -34,7 +34,6 @@ again), or any RDB URL (``tune.storage``) shared by several processes or machine
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -43,25 +42,21 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
 
-from kdlab.config import RunConfig, apply_overrides, load_config
+from kdlab.config import RunConfig
 from kdlab.core import Teacher
 from kdlab.data import DataSplits, Loader, load_data_spec
 from kdlab.engine.distiller import Distiller
 from kdlab.engine.loop import FitResult, fit
 from kdlab.engine.schedule import Schedule
 from kdlab.errors import ConfigError, IncompatibleError, KDLabError, NonFiniteLossError
-from kdlab.methods import hyperparameters
 from kdlab.models.load import model_for_data
-from kdlab.objective import family, parse_objective
+from kdlab.objective import parse_objective
 from kdlab.schemes._common import create_methods
 from kdlab.schemes.offline import check_teacher_data, resolved_method
-from kdlab.spec import Spec
 from kdlab.teachers.cache_build import ensure_cache
 from kdlab.teachers.cached import CachedTeacher, cache_loader
 from kdlab.teachers.resolve import resolve_teacher
@@ -70,189 +65,28 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import Trial as OptunaTrial
 
+from kdlab.tune.report import best_run_config, importances, plot_study, write_outputs
+from kdlab.tune.space import (
+    Choice,
+    Dist,
+    Range,
+    TuneSpace,
+    TuneSpec,
+    load_tune,
+    require_optuna,
+    split_config,
+    suggest,
+    trial_objective,
+    validate_section,
+)
+
+__all__ = ["Choice", "Dist", "Range", "SealedSplit", "SealedSplitRead", "TeacherSource", "TuneResult", "TuneSpace",
+           "TuneSpec", "best_run_config", "importances", "load_tune", "method_needs", "plot_study", "require_optuna",
+           "seal_test", "split_config", "suggest", "teacher_source", "train_short", "trial_objective", "tune",
+           "validate_section", "write_outputs"]
+
 log = logging.getLogger("kdlab")
 
-
-# ---------------------------------------------------------------- the search space
-
-class Range(Spec):
-    """A numeric range: ``{low: 0.01, high: 0.2, log: true}``; ``integer: true`` for whole numbers,
-    ``step`` for a grid."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-    step: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Range":
-        if not self.low < self.high:
-            raise ValueError(f"low {self.low} must be below high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        if self.log and self.step is not None:
-            raise ValueError("a range is either log or stepped, not both")
-        return self
-
-
-class Choice(Spec):
-    """A categorical parameter: ``{choices: [1, 2, 4]}``."""
-
-    choices: list[Union[bool, int, float, str]] = Field(min_length=1)
-
-
-# a hyperparameter's search space: a range, a choice, or a fixed value
-Dist = Union[Range, Choice, bool, int, float, str]
-
-
-def _kd_only() -> dict[str, dict[str, Dist]]:
-    return {"kd": {}}
-
-
-class TuneSpace(Spec):
-    """``tune.space``: what a trial samples (None: leave at the config's / the paper's value)."""
-
-    lr: Dist | None = Range(low=0.01, high=0.2, log=True)
-    T: Dist | None = Range(low=1.0, high=8.0)
-    alpha: Dist | None = Range(low=0.1, high=1.0)
-    # objective spec (kd, dkd, at+kd, ce for the student alone) -> its hyperparameters' spaces;
-    # in a sum, name a method's hyperparameter as <method>.<name> (e.g. at.weight)
-    methods: dict[str, dict[str, Dist]] = Field(default_factory=_kd_only, min_length=1)
-
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, v: dict[str, dict[str, Dist]]) -> dict[str, dict[str, Dist]]:
-        for key, params in v.items():
-            items = parse_objective(key)  # an unknown method: ConfigError naming the nearest one
-            for hp in params:
-                _target(key, items, hp)
-        return v
-
-
-class TuneSpec(Spec):
-    """The ``tune:`` section of a tune config."""
-
-    dir: str | None = None  # study directory; default runs/tune-<data>-<student>
-    study: str = "kdlab-tune"  # the study's name in the storage
-    storage: str | None = None  # an RDB URL; default sqlite:///<dir>/study.db
-    trials: int = Field(20, ge=1)  # finished (complete or pruned) trials the study ends with, all processes together
-    timeout: float | None = Field(None, gt=0)  # seconds this process tunes at most
-    epochs: int = Field(3, ge=1)  # epochs of one trial
-    pruner: Literal["median", "halving", "none"] = "median"
-    startup_trials: int = Field(5, ge=0)  # random trials before TPE models the space; the median pruner waits as long
-    sampler_seed: int | None = None  # None: every process samples differently (several processes share a study)
-    heartbeat: int = Field(10, ge=1)  # seconds; a trial silent for 2 heartbeats is failed and its parameters retried
-    space: TuneSpace = TuneSpace()
-
-
-def _target(key: str, items: list[dict[str, Any]], hp: str) -> int:
-    """The position in ``items`` (ce first) of the method a space key ``hp`` tunes."""
-    rest = [(i, it["name"]) for i, it in enumerate(items)]
-    if "." in hp:
-        name, sub = hp.split(".", 1)
-        hits = [i for i, n in rest if n == name]
-        if not hits:
-            raise ConfigError(f"tune.space.methods.{key}: {hp!r} names method {name!r}, which {key!r} does not have")
-        if sub not in hyperparameters(name):
-            raise ConfigError(f"tune.space.methods.{key}: method {name!r} has no hyperparameter {sub!r} "
-                              f"(valid: {', '.join(hyperparameters(name))})")
-        return hits[0]
-    hits = [i for i, n in rest if n != "ce" and hp in hyperparameters(n)]
-    if len(hits) != 1:
-        names = [n for _, n in rest if n != "ce"]
-        valid = sorted({f"{n}.{h}" for n in names for h in hyperparameters(n)})
-        why = "several of its methods have" if hits else "none of its methods has"
-        raise ConfigError(f"tune.space.methods.{key}: {why} a hyperparameter {hp!r} "
-                          f"(valid: {', '.join(valid[:12])}{' …' if len(valid) > 12 else ''})")
-    return hits[0]
-
-
-def suggest(trial: "optuna.trial.Trial", name: str, dist: Dist) -> Any:
-    """Sample ``name`` from ``dist`` (a fixed value is returned as is and recorded nowhere)."""
-    if isinstance(dist, Range):
-        if dist.integer:
-            return trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log,
-                                     step=int(dist.step) if dist.step else 1)
-        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
-    if isinstance(dist, Choice):
-        return trial.suggest_categorical(name, dist.choices)
-    return dist
-
-
-def trial_objective(trial: "optuna.trial.Trial", space: TuneSpace) -> tuple[str, list[dict[str, Any]]]:
-    """The trial's objective key and methods list (ce first): the method choice, then α and T when
-    it has response-family methods that take them, then its own hyperparameters."""
-    keys = list(space.methods)
-    key = trial.suggest_categorical("method", keys) if len(keys) > 1 else keys[0]
-    items = parse_objective(key)
-    response = [it["name"] for it in items[1:] if family(it["name"]) == "response"]
-    alpha = T = None
-    if space.alpha is not None and any("weight" in hyperparameters(n) for n in response):
-        alpha = float(suggest(trial, "alpha", space.alpha))
-    if space.T is not None and any("T" in hyperparameters(n) for n in response):
-        T = float(suggest(trial, "T", space.T))
-    methods = parse_objective(key, alpha=alpha, T=T)
-    for hp, dist in space.methods[key].items():
-        i = _target(key, methods, hp)
-        methods[i][hp.split(".", 1)[1] if "." in hp else hp] = suggest(trial, f"{key}:{hp}", dist)
-    return key, methods
-
-
-# ---------------------------------------------------------------- a tune config
-
-def split_config(path: str | Path | None, overrides: list[str], section: str, base: dict[str, Any] | None = None
-                 ) -> tuple[RunConfig, dict[str, Any]]:
-    """A YAML file with a run config and one extra top-level ``section`` (``tune``, ``search``):
-    (the validated run config, the section's raw mapping). Overrides apply to both."""
-    raw: dict[str, Any] = dict(base or {})
-    src = "config"
-    if path is not None:
-        p = Path(path)
-        src = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        raw.update(loaded)
-    if isinstance(raw.get("cache"), str):
-        raw["cache"] = {"dir": raw["cache"]}
-    raw = apply_overrides(raw, list(overrides))
-    sec = raw.pop(section, None) or {}
-    if not isinstance(sec, dict):
-        raise ConfigError(f"{src}: {section}: must be a mapping")
-    return load_config(base=raw), sec
-
-
-def validate_section(spec: type[Spec], raw: dict[str, Any], section: str) -> Any:
-    """``raw`` as ``spec`` (unknown keys are errors naming the key and, when close, a valid one)."""
-    try:
-        return spec.model_validate(raw)
-    except ValidationError as e:
-        import difflib
-
-        from kdlab.config import _fields
-
-        err = e.errors()[0]
-        loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "union")))
-        key = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(str(loc[-1]), _fields(spec, loc), n=1)
-            hint = f"; did you mean '{'.'.join([section, *map(str, loc[:-1]), near[0]])}'?" if near else ""
-            raise ConfigError(f"unknown key '{section}.{key}'{hint}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"bad value for '{section}.{key}': {msg} (got {err.get('input')!r})") from None
-
-
-def load_tune(path: str | Path | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
-              ) -> tuple[RunConfig, TuneSpec]:
-    cfg, raw = split_config(path, list(overrides), "tune", base)
-    spec: TuneSpec = validate_section(TuneSpec, raw, "tune")
-    return cfg, spec
 
 
 # ---------------------------------------------------------------- the sealed test split
@@ -374,15 +208,6 @@ def train_short(cfg: RunConfig, data: DataSplits, source: TeacherSource, methods
 
 
 # ---------------------------------------------------------------- the study
-
-def require_optuna() -> Any:
-    """The optuna module, or a one-line error saying how to install it."""
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("kdlab tune needs Optuna: pip install 'kdlab[tune]' (optuna==5.1.0)") from None
-    return optuna
-
 
 def study_dir(cfg: RunConfig, spec: TuneSpec) -> Path:
     return Path(spec.dir or f"runs/tune-{cfg.data.name}-{cfg.student.name}")
@@ -528,129 +353,3 @@ def tune(cfg: RunConfig, spec: TuneSpec, *, data: DataSplits | None = None,
         say(f"best trial {study.best_trial.number}: val_acc {100 * study.best_value:.2f}%")
         say(f"train it fully: {cmd}")
     return TuneResult(study, directory, best, rep, cmd, ran)
-
-
-# ---------------------------------------------------------------- outputs
-
-def best_run_config(cfg: RunConfig, trial: "optuna.trial.FrozenTrial", out: str) -> dict[str, Any]:
-    """The run config of a trial at the full ``train.epochs``, live teacher, for ``kdlab distill``."""
-    raw = cfg.model_dump(mode="json", exclude_none=True)
-    raw.pop("cache", None)  # the final run sees fresh augmentations every epoch (the cache held the trials' views)
-    raw["methods"] = trial.user_attrs["methods"]
-    raw["train"]["lr"] = trial.user_attrs["lr"]
-    raw["out"] = out
-    load_config(base=json.loads(json.dumps(raw)))  # it must validate as it will be read
-    return raw
-
-
-def write_outputs(study: "optuna.Study", cfg: RunConfig, spec: TuneSpec, directory: Path,
-                  source: TeacherSource | None = None) -> tuple[Path | None, Path | None, str | None]:
-    """``best.yaml``, ``trials.csv``, ``history.png``, ``importance.png`` and ``report.md``."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value if t.value is not None else
-             (max(t.intermediate_values.values()) if t.intermediate_values else None),
-             "epochs": len(t.intermediate_values), "teacher": t.user_attrs.get("teacher"),
-             "seconds": t.user_attrs.get("seconds"), "params": json.dumps(t.params, sort_keys=True)}
-            for t in trials]
-    with open(directory / "trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
-        w.writeheader()
-        w.writerows(rows)
-    if not done:
-        return None, None, None
-    best = study.best_trial
-    best_path = directory / "best.yaml"
-    best_path.write_text(yaml.safe_dump(best_run_config(cfg, best, str(directory / "final")), sort_keys=False))
-    command = f"kdlab distill {best_path}"
-    imp = importances(study)
-    plots = plot_study(study, directory, imp)
-    pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    teach = {w: sum(t.user_attrs.get("teacher") == w for t in trials) for w in ("cache", "live", "none")}
-    lines = [f"# Tuning study `{study.study_name}`", "",
-             f"Data `{cfg.data.name}`, student `{cfg.student.name}`, {spec.epochs} epochs per trial, "
-             f"pruner {spec.pruner}; {len(done)} complete, {pruned} pruned, "
-             f"{sum(t.state == TrialState.FAIL for t in trials)} failed trials. Chosen on the validation split; "
-             "the test split was sealed throughout.", "",
-             f"Teacher outputs: {teach['cache']} trials read the shared cache, {teach['live']} ran the live teacher"
-             + (" (methods that need feature maps cannot read a cache)" if teach["live"] else "")
-             + (f"; the cache was ready in {source.build_seconds:.1f}s" if source and source.build_seconds else "")
-             + ".", "",
-             f"**Best trial {best.number}**: validation accuracy {100 * best.value:.2f}% "  # type: ignore[operator]
-             f"with {json.dumps(best.params)}.", "",
-             f"Train it fully: `{command}`", "",
-             "## Optimisation history", "", f"![history]({plots[0].name})" if plots else "(no plot)", "",
-             "## Hyperparameter importances", ""]
-    if imp:
-        lines += ["fANOVA importance (Optuna's FanovaImportanceEvaluator, seed 0) over the parameters every "
-                  "complete trial has:", "",
-                  "| parameter | importance |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in imp.items()], ""]
-        if len(plots) > 1:
-            lines += [f"![importances]({plots[1].name})", ""]
-    else:
-        lines += ["Not computable yet (needs at least two complete trials that vary a parameter).", ""]
-    lines += ["## Trials", "", "| # | state | val acc % | epochs | teacher | s | parameters |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        v = "" if r["value"] is None else f"{100 * float(r['value']):.2f}"
-        lines.append(f"| {r['number']} | {r['state']} | {v} | {r['epochs']} | {r['teacher']} | {r['seconds']} | "
-                     f"`{r['params']}` |")
-    report = directory / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return best_path, report, command
-
-
-def importances(study: "optuna.Study") -> dict[str, float]:
-    optuna = require_optuna()
-
-    try:
-        ev = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=ev).items()}
-    except (RuntimeError, ValueError, ZeroDivisionError):  # too few trials, or nothing varied
-        return {}
-
-
-def plot_study(study: "optuna.Study", directory: Path, imp: dict[str, float]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.trial import TrialState
-
-    out: list[Path] = []
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [t.number for t in trials if t.state == TrialState.COMPLETE]
-    ys = [100 * float(t.value) for t in trials if t.state == TrialState.COMPLETE]  # type: ignore[arg-type]
-    ax.scatter(xs, ys, s=14, label="complete")
-    pr = [(t.number, 100 * t.intermediate_values[max(t.intermediate_values)]) for t in trials
-          if t.state == TrialState.PRUNED and t.intermediate_values]
-    if pr:
-        ax.scatter([p[0] for p in pr], [p[1] for p in pr], s=14, marker="x", color="grey", label="pruned (last)")
-    best, run_best = float("-inf"), []
-    for x, y in zip(xs, ys):
-        best = max(best, y)
-        run_best.append(best)
-    ax.step(xs, run_best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.append(directory / "history.png")
-    fig.savefig(out[-1], dpi=100)
-    plt.close(fig)
-    if imp:
-        fig, ax = plt.subplots(figsize=(6, 0.4 * len(imp) + 1))
-        names = list(imp)[::-1]
-        ax.barh(names, [imp[n] for n in names])
-        ax.set_xlabel("importance (fANOVA)")
-        fig.tight_layout()
-        out.append(directory / "importance.png")
-        fig.savefig(out[-1], dpi=100)
-        plt.close(fig)
-    return out
-
-
-__all__ = ["TuneSpec", "TuneSpace", "load_tune", "seal_test", "train_short", "tune"]
