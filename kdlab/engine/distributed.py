@@ -112,8 +112,17 @@ def _device(backend: str | None, local_rank: int) -> torch.device:
 
 
 def shutdown(env: DistEnv) -> None:
-    """Leave the process group if :func:`init` created it."""
+    """Leave the process group if :func:`init` created it, after every rank got here: a rank that
+    tears its gloo pairs down while a peer still talks to it can abort the peer ("terminate called
+    without an active exception"). The wait is bounded: a peer that died is not waited for."""
     if env.owns_group and dist.is_available() and dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: leave anyway (torchrun reports the failed rank)
         dist.destroy_process_group()
 
 
