@@ -102,7 +102,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
                     out.append(f"{key}.{i}.name")
                 else:
                     out += config_differences(x, y, f"{key}.{i}.")
-        elif a != b:
+        # an optional key added since the run started, left off (None), is no change
+        elif a != b and not (a is None and b == "<unset>" or a == "<unset>" and b is None):
             out.append(key)
     return out
 

@@ -147,3 +147,6 @@ def test_a_run_from_before_a_key_existed_resumes_when_the_key_keeps_its_default(
     assert config_differences(_with_defaults(old), new) == []  # e.g. data.teacher_view, train.precision
     changed = {"data": {**new["data"], "teacher_view": "clean"}, "train": {**new["train"], "precision": "bf16"}}
     assert config_differences(_with_defaults(old), changed) == ["data.teacher_view", "train.precision"]
+    # an optional section added since (e.g. adversarial:) and left off is no change; set, it is one
+    assert config_differences(_with_defaults(old), {**new, "adversarial": None}) == []
+    assert config_differences(_with_defaults(old), {**new, "adversarial": {"attack": "pgd"}}) == ["adversarial"]
