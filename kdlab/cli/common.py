@@ -1,6 +1,7 @@
 """Shared CLI plumbing: config file + ``key=value`` overrides + convenience flags → RunConfig."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -116,8 +117,6 @@ def run_scheme_command(name: str, config: str | None, extra: list[str], *, flags
 
     section = {k: v for k, v in scheme.items() if v is not None}
     run_flags = {**flags, **{f"scheme.{k}": v for k, v in section.items()}}
-    import copy
-
     # a deep copy: loading the config must never write into the caller's (module-level) base
     cfg = build_config(config, extra, run_flags, base={**copy.deepcopy(base or {}), "scheme": {"name": name}})
     r = run_scheme(name, cfg, resume=resume, progress=not quiet)
